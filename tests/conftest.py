@@ -1,0 +1,118 @@
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import User
+from django.test import Client
+
+from tests.asgi_client import AsgiClient
+from tests.fake_anthropic import FakeAnthropic
+
+IN_CI = os.environ.get("CI") == "true"
+SERVICE_MARKERS = ("postgres", "redis", "browser")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """In CI, a test that needs PostgreSQL, Redis or Chromium may not skip: its skip is a failure."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if IN_CI and report.skipped and any(m in item.keywords for m in SERVICE_MARKERS):
+        report.outcome = "failed"
+        report.longrepr = f"CI may not skip a test that needs a real service: {report.longrepr}"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip browser tests on a machine without Chromium; in CI `.ci/run` turns any such skip into a failure."""
+    if shutil.which("chromium") or os.path.exists("/usr/bin/chromium"):
+        return
+    skip = pytest.mark.skip(reason="Chromium not installed (apt-get install -y chromium)")
+    for item in items:
+        if "browser" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def fake_server() -> Iterator[FakeAnthropic]:
+    server = FakeAnthropic().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def upstream(fake_server: FakeAnthropic, settings: Any) -> FakeAnthropic:
+    """The fake Anthropic API as the model provider, reached by the real SDK over loopback HTTP."""
+    fake_server.reset()
+    settings.CHAT_PROVIDER = "anthropic"
+    settings.ANTHROPIC_API_KEY = "test-key"
+    settings.ANTHROPIC_BASE_URL = fake_server.url
+    settings.CHAT_UPSTREAM_MAX_RETRIES = 0
+    settings.CHAT_UPSTREAM_READ_TIMEOUT = 5.0
+    settings.CHAT_SAVE_INTERVAL = 0.1
+    return fake_server
+
+
+@pytest.fixture
+def make_user(db: None) -> Any:
+    def make(username: str = "alice") -> User:
+        return User.objects.create_user(username=username, password="correct horse battery staple")
+
+    return make
+
+
+def session_cookies(user: User) -> dict[str, str]:
+    client = Client()
+    client.force_login(user)
+    return {"sessionid": client.cookies["sessionid"].value}
+
+
+@pytest.fixture
+def asgi_app() -> Any:
+    from chatsite.asgi import application
+
+    return application
+
+
+@pytest.fixture
+def alice(make_user: Any) -> User:
+    return make_user("alice")
+
+
+@pytest.fixture
+def bob(make_user: Any) -> User:
+    return make_user("bob")
+
+
+@pytest.fixture
+def alice_client(asgi_app: Any, alice: User) -> AsgiClient:
+    return AsgiClient(asgi_app, session_cookies(alice))
+
+
+@pytest.fixture
+def bob_client(asgi_app: Any, bob: User) -> AsgiClient:
+    return AsgiClient(asgi_app, session_cookies(bob))
+
+
+@pytest.fixture
+async def background() -> Any:
+    """Generations run as tasks on the test's event loop; finish or cancel them before the loop closes."""
+    import asyncio
+
+    from chat import lifecycle
+
+    yield lifecycle
+    tasks = [t for t in lifecycle.running_tasks() if not t.done()]
+    for task in tasks:
+        if task.get_name() == "reaper":
+            task.cancel()
+    pending = [t for t in tasks if t.get_name() != "reaper"]
+    if pending:
+        _, still = await asyncio.wait(pending, timeout=10)
+        for task in still:
+            task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    lifecycle._reaper = None
