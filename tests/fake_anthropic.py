@@ -13,8 +13,8 @@ Without ``"stream": true`` it answers a plain JSON message built from the same s
 
 Benchmark mode: ``python -m tests.fake_anthropic --port 0 --rate 30 --deltas 600 [--port-file F]`` serves
 streams of ``--deltas`` text deltas (``"w{i} "``) paced at ``--rate`` per second on an absolute schedule; each
-``content_block_delta`` carries an extra ``"emitted_at": time.time()`` field (ignored by the SDK) so a client on
-the same host can compute latency.
+``content_block_delta`` carries an extra ``"emitted_at": time.time()`` field (ignored by the SDK) so a client
+on the same host can compute latency.
 """
 
 from __future__ import annotations
@@ -56,9 +56,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-# --------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------
 # Script steps
-# --------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -200,8 +200,9 @@ class _ClientGone(Exception):
 class _Stream:
     """State of one streamed response."""
 
-    def __init__(self, fake: FakeAnthropic, request: web.Request, resp: web.StreamResponse) -> None:
+    def __init__(self, fake: FakeAnthropic, generation: int, request: web.Request, resp: web.StreamResponse) -> None:
         self.fake = fake
+        self.generation = generation
         self.request = request
         self.resp = resp
         self.index = -1  # index of the last content block started
@@ -239,10 +240,10 @@ class _Stream:
         delta = {"type": "content_block_delta", "index": self.index, "delta": {"type": "text_delta", "text": text}}
         await self.send("content_block_delta", delta)
         self.text_deltas += 1
-        self.fake._record_sent(text)
+        self.fake._record_sent(text, self.generation)
 
     async def paced(self, step: Paced) -> None:
-        """Emit on an absolute schedule from timer callbacks (no task wake-up per delta: cheap at 1000 streams).
+        """Emit on an absolute schedule from timer callbacks: no task wake-up per delta, cheap for 1000 streams.
 
         Frames are written straight to the transport in HTTP/1.1 chunked framing; the headers are already on
         the wire (aiohttp sends them in ``prepare``) and ``write_eof`` later adds the terminating chunk.
@@ -257,10 +258,11 @@ class _Stream:
         done: asyncio.Future[None] = loop.create_future()
         start = loop.time()
         head = (
-            'event: content_block_delta\ndata: {"type":"content_block_delta","index":%d,'
-            '"delta":{"type":"text_delta","text":"' % self.index
+            'event: content_block_delta\ndata: {"type":"content_block_delta",'
+            f'"index":{self.index},"delta":{{"type":"text_delta","text":"'
         )
         record = self.fake._record_sent
+        generation = self.generation
         i = 0
         handle: asyncio.TimerHandle | None = None
 
@@ -275,7 +277,7 @@ class _Stream:
             data = f'{head}{text}"}},"emitted_at":{time.time():.6f}}}\n\n'.encode()
             transport.write(b"%x\r\n%b\r\n" % (len(data), data))
             self.text_deltas += 1
-            record(text)
+            record(text, generation)
             i += 1
             if i >= step.count:
                 done.set_result(None)
@@ -343,8 +345,10 @@ class FakeAnthropic:
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
         self._stopping = False
+        self._generation = 0
+        self._handlers: dict[asyncio.Task[Any], int] = {}  # in-flight handler task -> generation
 
-    # ---------------------------------------------------------------------------------------------- public API
+    # ------------------------------------------------------------------------------------------ public API
 
     @property
     def url(self) -> str:
@@ -360,13 +364,23 @@ class FakeAnthropic:
             self._queue.append(script)
 
     def reset(self) -> None:
+        """Clear the queue, ``requests``, ``sent`` and the counters.
+
+        Responses still in flight from before the reset are cancelled (their connections close) and can no
+        longer touch ``sent`` or the counters, so a session-wide fake gives each test a clean slate.
+        """
         with self._lock:
+            self._generation += 1
             self._queue.clear()
             self.requests.clear()
             self.sent.clear()
             self.client_disconnects = 0
             self.connections_closed.clear()
             self.request_count = 0
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self._cancel_stale_handlers)
 
     def wait_for_disconnects(self, count: int = 1, timeout: float = 5.0) -> bool:
         """Block (in the calling thread) until ``client_disconnects >= count``; False on timeout."""
@@ -390,7 +404,7 @@ class FakeAnthropic:
             asyncio.set_event_loop(loop)
             try:
                 loop.run_until_complete(self._serve())
-            except BaseException as exc:  # noqa: BLE001 - reported to the starting thread
+            except BaseException as exc:  # reported to the starting thread
                 failure.append(exc)
                 ready.set()
                 return
@@ -442,19 +456,39 @@ class FakeAnthropic:
         self.port = site.port
         self._runner = runner
 
-    def _record_sent(self, text: str) -> None:
-        if self.record:
+    def _record_sent(self, text: str, generation: int) -> None:
+        if self.record and generation == self._generation:
             self.sent.append((text, time.time()))
 
-    def _count_disconnect(self) -> None:
+    def _count_disconnect(self, generation: int) -> None:
         with self._lock:
+            if self._stopping or generation != self._generation:
+                return
             self.client_disconnects += 1
         self.connections_closed.set()
+
+    def _cancel_stale_handlers(self) -> None:
+        for task, generation in list(self._handlers.items()):
+            if generation != self._generation:
+                task.cancel()
 
     def _next_id(self, prefix: str) -> str:
         return f"{prefix}_fake{next(self._ids):06d}"
 
     async def _handle_messages(self, request: web.Request) -> web.StreamResponse:
+        task = asyncio.current_task()
+        assert task is not None
+        generation = self._generation
+        self._handlers[task] = generation
+        try:
+            return await self._handle(request, generation)
+        except asyncio.CancelledError:
+            self._count_disconnect(generation)  # ignored when stopping or after a reset
+            raise
+        finally:
+            self._handlers.pop(task, None)
+
+    async def _handle(self, request: web.Request, generation: int) -> web.StreamResponse:
         raw = await request.read()
         try:
             body: Any = json.loads(raw)
@@ -476,14 +510,9 @@ class FakeAnthropic:
         if script and isinstance(script[0], HTTPError):
             err = script[0]
             return self._error_response(err.status, err.type, err.message, err.retry_after)
-        try:
-            if body.get("stream"):
-                return await self._stream(request, body, script)
-            return await self._non_stream(request, body, script)
-        except asyncio.CancelledError:
-            if not self._stopping:
-                self._count_disconnect()
-            raise
+        if body.get("stream"):
+            return await self._stream(request, generation, body, script)
+        return await self._non_stream(request, generation, body, script)
 
     def _error_response(
         self, status: int, type_: str, message: str, retry_after: float | None = None
@@ -515,7 +544,9 @@ class FakeAnthropic:
             "usage": {"input_tokens": self._input_tokens(script), "output_tokens": 1},
         }
 
-    async def _stream(self, request: web.Request, body: dict[str, Any], script: list[Step]) -> web.StreamResponse:
+    async def _stream(
+        self, request: web.Request, generation: int, body: dict[str, Any], script: list[Step]
+    ) -> web.StreamResponse:
         resp = web.StreamResponse(
             status=200,
             headers={
@@ -528,7 +559,7 @@ class FakeAnthropic:
         self.active_streams += 1
         try:
             await resp.prepare(request)
-            stream = _Stream(self, request, resp)
+            stream = _Stream(self, generation, request, resp)
             await stream.send("message_start", {"type": "message_start", "message": self._message(body, script)})
             for step in script:
                 if isinstance(step, Text):
@@ -557,8 +588,7 @@ class FakeAnthropic:
             with contextlib.suppress(ConnectionError):
                 await resp.write_eof()
         except _ClientGone:
-            if not self._stopping:
-                self._count_disconnect()
+            self._count_disconnect(generation)
         finally:
             self.active_streams -= 1
         return resp
@@ -566,10 +596,13 @@ class FakeAnthropic:
     async def _wait(self, step: Wait) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + step.timeout
-        while not step.event.is_set() and loop.time() < deadline:
+        # A threading.Event cannot be awaited; polling keeps the loop free and the wait cancellable.
+        while not step.event.is_set() and loop.time() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.005)
 
-    async def _non_stream(self, request: web.Request, body: dict[str, Any], script: list[Step]) -> web.StreamResponse:
+    async def _non_stream(
+        self, request: web.Request, generation: int, body: dict[str, Any], script: list[Step]
+    ) -> web.StreamResponse:
         message = self._message(body, script)
         content: list[dict[str, Any]] = []
         texts: list[str] = []
@@ -611,13 +644,13 @@ class FakeAnthropic:
         else:
             message["usage"]["output_tokens"] = text_deltas
         for text in texts:
-            self._record_sent(text)
+            self._record_sent(text, generation)
         return web.json_response(message, headers={"request-id": self._next_id("req")})
 
 
-# --------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------
 # Benchmark CLI
-# --------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------
 
 
 def _raise_nofile_limit() -> None:
