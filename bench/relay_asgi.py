@@ -1,9 +1,9 @@
 """Baseline (b): a minimal raw-ASGI SSE relay. No Django, no database, no channel layer.
 
 ``GET /stream?key=<user text>`` opens an upstream stream with the official SDK (``AsyncAnthropic`` from
-``ANTHROPIC_BASE_URL`` / ``ANTHROPIC_API_KEY``) and relays each text delta as one SSE event, framed and escaped
-exactly like our app (``chat.sse`` is dependency-free, so it is reused), then ``event: done``. ``GET /``
-answers 200 (readiness). Serve with ``daphne bench.relay_asgi:application``.
+``ANTHROPIC_BASE_URL`` / ``ANTHROPIC_API_KEY``) and relays each text delta as one SSE event, framed and
+escaped exactly like our app (``chat.sse`` is dependency-free, so it is reused), then ``event: done``.
+``GET /`` answers 200 (readiness). Serve with ``daphne bench.relay_asgi:application``.
 """
 
 from __future__ import annotations
@@ -40,14 +40,24 @@ def _client() -> anthropic.AsyncAnthropic:
 
 
 async def _plain(send: Send, status: int, body: bytes) -> None:
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"text/plain; charset=utf-8")]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"text/plain; charset=utf-8")],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
 async def _relay(key: str, send: Send) -> None:
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")],
+        }
+    )
     await send({"type": "http.response.body", "body": sse.OPEN, "more_body": True})
     sent = 0
     async with _client().messages.stream(
@@ -56,8 +66,13 @@ async def _relay(key: str, send: Send) -> None:
         async for text in stream.text_stream:
             if text:
                 sent += len(text)
-                await send({"type": "http.response.body", "body": sse.text_event("delta", text, event_id=sent),
-                            "more_body": True})
+                await send(
+                    {
+                        "type": "http.response.body",
+                        "body": sse.text_event("delta", text, event_id=sent),
+                        "more_body": True,
+                    }
+                )
     await send({"type": "http.response.body", "body": sse.event("done", "ok", event_id=sent)})
 
 

@@ -105,28 +105,59 @@ class Upstream:
             key, count, rate, ttft = match[1], int(match[2]), float(match[3]), float(match[4])
         resp = web.StreamResponse(
             status=200,
-            headers={"content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache",
-                     "request-id": f"req_bench{self.requests:07d}"},
+            headers={
+                "content-type": "text/event-stream; charset=utf-8",
+                "cache-control": "no-cache",
+                "request-id": f"req_bench{self.requests:07d}",
+            },
         )
         resp.enable_chunked_encoding()
-        record: dict[str, Any] = {"deltas": 0, "chars": 0, "sha256": "", "complete": False, "arrived": arrived}
+        record: dict[str, Any] = {
+            "deltas": 0,
+            "chars": 0,
+            "sha256": "",
+            "complete": False,
+            "arrived": arrived,
+        }
         self.sent[key] = record
         self.active += 1
         self.peak_active = max(self.peak_active, self.active)
         digest = hashlib.sha256()
         try:
             await resp.prepare(request)
-            message = {"id": f"msg_bench{self.requests:07d}", "type": "message", "role": "assistant",
-                       "model": body.get("model", "bench"), "content": [], "stop_reason": None,
-                       "stop_sequence": None, "usage": {"input_tokens": 12, "output_tokens": 1}}
+            message = {
+                "id": f"msg_bench{self.requests:07d}",
+                "type": "message",
+                "role": "assistant",
+                "model": body.get("model", "bench"),
+                "content": [],
+                "stop_reason": None,
+                "stop_sequence": None,
+                "usage": {"input_tokens": 12, "output_tokens": 1},
+            }
             await resp.write(_frame("message_start", {"type": "message_start", "message": message}))
-            await resp.write(_frame("content_block_start", {"type": "content_block_start", "index": 0,
-                                                            "content_block": {"type": "text", "text": ""}}))
+            await resp.write(
+                _frame(
+                    "content_block_start",
+                    {
+                        "type": "content_block_start",
+                        "index": 0,
+                        "content_block": {"type": "text", "text": ""},
+                    },
+                )
+            )
             await self._paced(request, count, rate, arrived, ttft, digest, record)
             await resp.write(_frame("content_block_stop", {"type": "content_block_stop", "index": 0}))
-            await resp.write(_frame("message_delta", {"type": "message_delta",
-                                                      "delta": {"stop_reason": "end_turn", "stop_sequence": None},
-                                                      "usage": {"output_tokens": count}}))
+            await resp.write(
+                _frame(
+                    "message_delta",
+                    {
+                        "type": "message_delta",
+                        "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                        "usage": {"output_tokens": count},
+                    },
+                )
+            )
             await resp.write(_frame("message_stop", {"type": "message_stop"}))
             record["complete"] = True
             with contextlib.suppress(ConnectionError):
@@ -137,8 +168,16 @@ class Upstream:
             self.active -= 1
         return resp
 
-    async def _paced(self, request: web.Request, count: int, rate: float, arrived: float, ttft: float,
-                     digest: Any, record: dict[str, Any]) -> None:
+    async def _paced(
+        self,
+        request: web.Request,
+        count: int,
+        rate: float,
+        arrived: float,
+        ttft: float,
+        digest: Any,
+        record: dict[str, Any],
+    ) -> None:
         """Write ``count`` deltas from timer callbacks (no task wake-up per delta: cheap at 1000 streams)."""
         loop = asyncio.get_running_loop()
         transport = request.transport
@@ -148,8 +187,10 @@ class Upstream:
             return
         done: asyncio.Future[None] = loop.create_future()
         start = loop.time() + max(0.0, arrived + ttft - time.time())
-        head = 'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,' \
-               '"delta":{"type":"text_delta","text":"'
+        head = (
+            'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,'
+            '"delta":{"type":"text_delta","text":"'
+        )
         lateness = self.lateness
         i = 0
         handle: asyncio.TimerHandle | None = None
@@ -169,7 +210,6 @@ class Upstream:
             digest.update(text.encode())
             record["deltas"] = i + 1
             record["chars"] += len(text)
-            record["sha256"] = digest.hexdigest() if i + 1 == count else ""
             i += 1
             if i >= count:
                 done.set_result(None)
@@ -181,7 +221,6 @@ class Upstream:
             await done
         finally:
             handle.cancel()
-        if record["sha256"] == "":
             record["sha256"] = digest.hexdigest()
 
 

@@ -21,7 +21,7 @@ from django.conf import settings
 from chat import pubsub, services
 from chat.errors import MAX_TOKENS_MESSAGE, REFUSAL_MESSAGE, STOPPED_MESSAGE, TRUNCATED_MESSAGE, ReplyFailure
 from chat.models import Message
-from chat.providers import Finished, ReplyRequest, TextDelta, get_provider
+from chat.providers import Finished, ReplyRequest, Started, TextDelta, get_provider
 from chat.selectors import provider_history
 
 logger = logging.getLogger(__name__)
@@ -38,6 +38,7 @@ class ReplyState:
     started: float = field(default_factory=time.monotonic)
     first_token_at: float | None = None
     saved_length: int = -1
+    started_event: Started | None = None
     stop_reason: str = ""  # why we are ending early: "stopped" / "gone"
 
     @property
@@ -106,6 +107,8 @@ async def _generate(state: ReplyState, request: ReplyRequest) -> Finished | None
                 start = len(state.text)
                 state.text += item.text
                 await layer.group_send(group, pubsub.chunk(start, item.text))
+            elif isinstance(item, Started):
+                state.started_event = item
             else:
                 finished = item
     return finished
@@ -178,14 +181,16 @@ async def _close(state: ReplyState, outcome: dict[str, Any], control_channel: st
     try:
         if status is not None:
             finished: Finished | None = outcome.get("finished")
+            started = state.started_event
+            # A reply that failed or was stopped still reports the input usage the upstream announced.
             await _finish(
                 reply_id=state.reply_id,
                 content=state.text,
                 status=status,
                 error=outcome.get("error"),
                 stop_reason=finished.stop_reason if finished else None,
-                model=finished.model if finished else None,
-                input_tokens=finished.input_tokens if finished else None,
+                model=finished.model if finished else (started.model if started else None),
+                input_tokens=finished.input_tokens if finished else (started.input_tokens if started else None),
                 output_tokens=finished.output_tokens if finished else None,
                 ttft_ms=state.ttft_ms,
                 duration_ms=round((time.monotonic() - state.started) * 1000),

@@ -10,6 +10,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import F, Q
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from chat.errors import INTERRUPTED_MESSAGE, ReplyFailure
@@ -119,6 +120,13 @@ def message_send(*, conversation: Conversation, text: str) -> SentMessage:
 
 
 @transaction.atomic
+def conversation_start(*, user: object, text: str, model: str = "") -> SentMessage:
+    """A new conversation with its first message, or nothing at all if the message is refused."""
+    conversation = conversation_create(user=user, model=model)
+    return message_send(conversation=conversation, text=text)
+
+
+@transaction.atomic
 def message_retry(*, reply: Message) -> Message:
     """Regenerate a finished or cut-off reply. The old one is kept, marked superseded."""
     conversation = Conversation.objects.select_for_update().get(pk=reply.conversation_id)
@@ -210,16 +218,12 @@ def reply_finish(
         fields["model"] = model
     if ttft_ms is not None:
         fields["ttft_ms"] = ttft_ms
-    # Continue adds to earlier usage rather than overwriting it.
+    # Continue adds to the usage of the attempts before it rather than overwriting it.
     if input_tokens is not None:
-        fields["input_tokens"] = F("input_tokens") + input_tokens if _has_usage(reply_id) else input_tokens
+        fields["input_tokens"] = Coalesce(F("input_tokens"), 0) + input_tokens
     if output_tokens is not None:
-        fields["output_tokens"] = F("output_tokens") + output_tokens if _has_usage(reply_id) else output_tokens
+        fields["output_tokens"] = Coalesce(F("output_tokens"), 0) + output_tokens
     return bool(Message.objects.filter(pk=reply_id, status=Message.Status.STREAMING).update(**fields))
-
-
-def _has_usage(reply_id: int) -> bool:
-    return Message.objects.filter(pk=reply_id, input_tokens__isnull=False).exists()
 
 
 def replies_reap_expired() -> list[int]:

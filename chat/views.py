@@ -98,14 +98,13 @@ async def conversation_start(request: HttpRequest) -> HttpResponse:
     user = await request.auser()
     text = request.POST.get("text", "")
     try:
-        await sync_to_async(services.clean_message_text)(text)
-        conversation = await database_sync_to_async(services.conversation_create)(
-            user=user, model=request.POST.get("model", "")
+        sent = await database_sync_to_async(services.conversation_start)(
+            user=user, text=text, model=request.POST.get("model", "")
         )
-        sent = await database_sync_to_async(services.message_send)(conversation=conversation, text=text)
     except ValidationError as error:
         return await sync_to_async(_error)(request, error)
     lifecycle.start_reply(sent.reply.pk)
+    conversation = sent.reply.conversation
     url = reverse("chat:conversation", args=[conversation.pk])
     if not request.htmx:
         return redirect(url)

@@ -99,6 +99,14 @@ class Stream:
             if event.event == name:
                 return seen
 
+    async def drain(self, timeout: float = 10.0) -> None:
+        """Read to the end of the response and let the application finish."""
+        while not self.ended:
+            message = await self.communicator.receive_output(timeout)
+            self.buffer += message.get("body", b"").decode()
+            self.ended = not message.get("more_body", False)
+        await self.communicator.wait(timeout)
+
     async def disconnect(self) -> None:
         await self.communicator.send_input({"type": "http.disconnect"})
         try:

@@ -162,7 +162,19 @@ class Paced:
 
 Step: TypeAlias = Text | Sleep | Stall | Wait | Ping | ErrorEvent | Drop | HTTPError | ToolUse | End | Paced
 
-_STEP_TYPES: tuple[type, ...] = (Text, Sleep, Stall, Wait, Ping, ErrorEvent, Drop, HTTPError, ToolUse, End, Paced)
+_STEP_TYPES: tuple[type, ...] = (
+    Text,
+    Sleep,
+    Stall,
+    Wait,
+    Ping,
+    ErrorEvent,
+    Drop,
+    HTTPError,
+    ToolUse,
+    End,
+    Paced,
+)
 
 # Status the non-streaming endpoint answers for an ErrorEvent of a given type.
 _ERROR_STATUS: dict[str, int] = {
@@ -200,7 +212,9 @@ class _ClientGone(Exception):
 class _Stream:
     """State of one streamed response."""
 
-    def __init__(self, fake: FakeAnthropic, generation: int, request: web.Request, resp: web.StreamResponse) -> None:
+    def __init__(
+        self, fake: FakeAnthropic, generation: int, request: web.Request, resp: web.StreamResponse
+    ) -> None:
         self.fake = fake
         self.generation = generation
         self.request = request
@@ -232,18 +246,26 @@ class _Stream:
             self.open_block = True
             await self.send(
                 "content_block_start",
-                {"type": "content_block_start", "index": self.index, "content_block": {"type": "text", "text": ""}},
+                {
+                    "type": "content_block_start",
+                    "index": self.index,
+                    "content_block": {"type": "text", "text": ""},
+                },
             )
 
     async def text(self, text: str) -> None:
         await self.open_text_block()
-        delta = {"type": "content_block_delta", "index": self.index, "delta": {"type": "text_delta", "text": text}}
+        delta = {
+            "type": "content_block_delta",
+            "index": self.index,
+            "delta": {"type": "text_delta", "text": text},
+        }
         await self.send("content_block_delta", delta)
         self.text_deltas += 1
         self.fake._record_sent(text, self.generation)
 
     async def paced(self, step: Paced) -> None:
-        """Emit on an absolute schedule from timer callbacks: no task wake-up per delta, cheap for 1000 streams.
+        """Emit on an absolute schedule from timer callbacks (no task wake-up per delta: cheap at scale).
 
         Frames are written straight to the transport in HTTP/1.1 chunked framing; the headers are already on
         the wire (aiohttp sends them in ``prepare``) and ``write_eof`` later adds the terminating chunk.
@@ -295,10 +317,15 @@ class _Stream:
         self.index += 1
         self.open_block = True
         block = {"type": "tool_use", "id": step.id, "name": step.name, "input": {}}
-        await self.send("content_block_start", {"type": "content_block_start", "index": self.index, "content_block": block})
+        await self.send(
+            "content_block_start",
+            {"type": "content_block_start", "index": self.index, "content_block": block},
+        )
         for chunk in ["", *step.input_chunks]:
             delta = {"type": "input_json_delta", "partial_json": chunk}
-            await self.send("content_block_delta", {"type": "content_block_delta", "index": self.index, "delta": delta})
+            await self.send(
+                "content_block_delta", {"type": "content_block_delta", "index": self.index, "delta": delta}
+            )
         await self.close_block()
 
     async def end(self, step: End) -> None:
@@ -329,7 +356,9 @@ class FakeAnthropic:
     ) -> None:
         self.host = host
         self.port = port
-        self.default_script: list[Step] = list(default_script if default_script is not None else _DEFAULT_SCRIPT)
+        self.default_script: list[Step] = list(
+            default_script if default_script is not None else _DEFAULT_SCRIPT
+        )
         self.record = record  # False: do not keep `requests` / `sent` (benchmark mode)
         self.backlog = backlog
         self.requests: list[dict[str, Any]] = []
@@ -523,7 +552,11 @@ class FakeAnthropic:
         else:
             headers["retry-after"] = f"{retry_after:g}"
         return web.json_response(
-            {"type": "error", "error": {"type": type_, "message": message}, "request_id": headers["request-id"]},
+            {
+                "type": "error",
+                "error": {"type": type_, "message": message},
+                "request_id": headers["request-id"],
+            },
             status=status,
             headers=headers,
         )
@@ -560,7 +593,9 @@ class FakeAnthropic:
         try:
             await resp.prepare(request)
             stream = _Stream(self, generation, request, resp)
-            await stream.send("message_start", {"type": "message_start", "message": self._message(body, script)})
+            await stream.send(
+                "message_start", {"type": "message_start", "message": self._message(body, script)}
+            )
             for step in script:
                 if isinstance(step, Text):
                     await stream.text(step.text)
@@ -640,7 +675,9 @@ class FakeAnthropic:
         message["content"] = content
         if end is not None:
             message["stop_reason"] = end.stop_reason
-            message["usage"]["output_tokens"] = end.output_tokens if end.output_tokens is not None else text_deltas
+            message["usage"]["output_tokens"] = (
+                end.output_tokens if end.output_tokens is not None else text_deltas
+            )
         else:
             message["usage"]["output_tokens"] = text_deltas
         for text in texts:
@@ -667,7 +704,9 @@ def _raise_nofile_limit() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.fake_anthropic", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.fake_anthropic", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--rate", type=float, default=30.0, help="text deltas per second per stream")

@@ -23,7 +23,9 @@ async def start_conversation(client: AsgiClient, text: str = "Hi there") -> tupl
 async def follow(client: AsgiClient, path: str, timeout: float = 20.0) -> tuple[Stream, list[SSEEvent]]:
     stream = await client.open_stream(path)
     assert stream.status == 200
-    return stream, await stream.events_until("done", timeout=timeout)
+    events = await stream.events_until("done", timeout=timeout)
+    await stream.drain()
+    return stream, events
 
 
 def streamed_text(events: list[SSEEvent]) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
 import sys
 import threading
 import time
@@ -16,7 +15,7 @@ from typing import Any
 import anthropic
 import httpx2
 import pytest
-from anthropic.types import TextBlock, ToolUseBlock
+from anthropic.types import MessageParam, TextBlock, ToolUseBlock
 
 from tests.fake_anthropic import (
     Drop,
@@ -34,7 +33,7 @@ from tests.fake_anthropic import (
 )
 
 MODEL = "claude-test-model"
-MESSAGES: list[dict[str, Any]] = [{"role": "user", "content": "Say hello"}]
+MESSAGES: list[MessageParam] = [{"role": "user", "content": "Say hello"}]
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -59,8 +58,8 @@ def stream(client: anthropic.AsyncAnthropic, **kwargs: Any) -> Any:
     return client.messages.stream(**options)
 
 
-async def eventually(predicate: Any, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
+async def eventually(predicate: Any, within: float = 5.0) -> bool:
+    deadline = time.monotonic() + within
     while not predicate():
         if time.monotonic() >= deadline:
             return False
@@ -241,7 +240,10 @@ async def test_error_event_raises_api_status_error_after_first_text(fake: FakeAn
     # Mid-stream errors are the plain base class (not OverloadedError) and carry the 200 of the stream.
     assert type(info.value) is anthropic.APIStatusError
     assert info.value.status_code == 200
-    assert info.value.body == {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
+    assert info.value.body == {
+        "type": "error",
+        "error": {"type": "overloaded_error", "message": "Overloaded"},
+    }
     assert [text for text, _ in fake.sent] == ["partial"]
 
 
@@ -353,7 +355,7 @@ async def test_completed_streams_on_a_reused_connection_are_not_disconnects(fake
     assert fake.client_disconnects == 0
 
 
-# ------------------------------------------------------------------------------------------------ benchmark mode
+# -------------------------------------------------------------------------------------------- benchmark mode
 
 
 @pytest.mark.asyncio
@@ -377,34 +379,35 @@ async def test_paced_deltas_carry_emitted_at_ignored_by_the_sdk(fake: FakeAnthro
 async def test_cli_benchmark_mode(tmp_path: Path) -> None:
     port_file = tmp_path / "fake.url"
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    cmd = [sys.executable, "-m", "tests.fake_anthropic", "--port", "0", "--rate", "100", "--deltas", "20"]
-    proc = subprocess.Popen(
-        [*cmd, "--port-file", str(port_file)],
+    proc = await asyncio.create_subprocess_exec(
+        *[sys.executable, "-m", "tests.fake_anthropic", "--port", "0", "--rate", "100", "--deltas", "20"],
+        *["--port-file", str(port_file)],
         cwd=REPO_ROOT,
         env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
     )
     try:
-        assert await eventually(port_file.exists, timeout=20), proc.stderr.read() if proc.stderr else ""
+        assert await eventually(port_file.exists, within=20)
         url = port_file.read_text().strip()
         assert url.startswith("http://127.0.0.1:")
-        stamps: list[float] = []
+        stamps: list[list[float]] = []
         async with anthropic.AsyncAnthropic(api_key="test", base_url=url, max_retries=0) as client:
 
             async def one() -> str:
+                mine: list[float] = []
+                stamps.append(mine)
                 async with client.messages.stream(model=MODEL, max_tokens=64, messages=MESSAGES) as s:
                     async for event in s:
                         if event.type == "content_block_delta":
-                            stamps.append((event.model_extra or {})["emitted_at"])
+                            mine.append((event.model_extra or {})["emitted_at"])
                     return await s.get_final_text()
 
             texts = await asyncio.gather(*(one() for _ in range(5)))
         assert texts == ["".join(f"w{i} " for i in range(20))] * 5
-        assert len(stamps) == 100
+        assert all(len(mine) == 20 and mine == sorted(mine) for mine in stamps)
     finally:
         proc.terminate()
-        out, _ = proc.communicate(timeout=10)
+        out, _ = await asyncio.wait_for(proc.communicate(), 10)
     assert proc.returncode == 0
     assert out.decode().strip() == url
 

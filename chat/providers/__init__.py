@@ -5,10 +5,10 @@ from __future__ import annotations
 from django.conf import settings
 
 from chat.providers.anthropic_provider import AnthropicProvider
-from chat.providers.base import Finished, Provider, ReplyRequest, StreamEvent, TextDelta
+from chat.providers.base import Finished, Provider, ReplyRequest, Started, StreamEvent, TextDelta
 from chat.providers.demo import DemoProvider
 
-__all__ = ["Finished", "Provider", "ReplyRequest", "StreamEvent", "TextDelta", "get_provider", "is_demo_mode"]
+__all__ = ["Finished", "Provider", "ReplyRequest", "Started", "StreamEvent", "TextDelta", "get_provider", "is_demo_mode"]
 
 
 def is_demo_mode() -> bool:

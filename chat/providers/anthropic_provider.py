@@ -11,7 +11,7 @@ import anthropic
 import httpx2
 
 from chat.errors import ReplyFailure
-from chat.providers.base import Finished, ReplyRequest, StreamEvent, TextDelta
+from chat.providers.base import Finished, ReplyRequest, Started, StreamEvent, TextDelta
 
 
 _ClientKey = tuple[str, str, int, float, float]
@@ -57,6 +57,8 @@ class AnthropicProvider:
                 async for event in stream:
                     if event.type == "text" and event.text:
                         yield TextDelta(event.text)
+                    elif event.type == "message_start":
+                        yield Started(model=event.message.model, input_tokens=event.message.usage.input_tokens)
                 final = await stream.get_final_message()
         except anthropic.APIStatusError as exc:
             raise map_status_error(exc) from exc

@@ -16,6 +16,14 @@ class ReplyRequest:
 
 
 @dataclass(frozen=True)
+class Started:
+    """The upstream accepted the request: its model and input usage are known even if the reply fails."""
+
+    model: str
+    input_tokens: int | None = None
+
+
+@dataclass(frozen=True)
 class TextDelta:
     text: str
 
@@ -29,7 +37,7 @@ class Finished:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-StreamEvent = TextDelta | Finished
+StreamEvent = Started | TextDelta | Finished
 
 
 class Provider(Protocol):
@@ -37,7 +45,7 @@ class Provider(Protocol):
     is_demo: bool
 
     def stream(self, request: ReplyRequest) -> AsyncIterator[StreamEvent]:
-        """Yield text deltas, then exactly one `Finished`. Raise `ReplyFailure` on provider errors.
+        """Yield `Started` (optional), text deltas, then exactly one `Finished`. Raise `ReplyFailure` on provider errors.
 
         Closing the iterator (or cancelling the task that drives it) must close the upstream connection,
         so that Stop also stops billing."""

@@ -1,0 +1,294 @@
+"""The load client: N concurrent streams against one target, in its own process (asyncio + aiohttp).
+
+Targets:
+- ``ours`` (also used for ``uvicorn``): POST ``/c/start/`` as a logged-in user (htmx headers, CSRF), read the
+  ``sse-connect`` URL from the fragment, GET it and read the SSE stream to ``event: done``;
+- ``relay``: GET ``/stream?key=...`` on the raw ASGI relay;
+- ``sdk``: ``AsyncAnthropic().messages.stream`` straight against the upstream (no web tier: the floor).
+
+The hot loop only timestamps raw chunks (``time.time()`` on arrival); parsing happens after each stream ends,
+so it does not add to the measured latency. A delta's receive time is that of the chunk completing its SSE
+event (for ``sdk``: when ``text_stream`` yields it). Writes a JSON summary (``--out``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import bisect
+import hashlib
+import html
+import json
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+
+from bench.common import TOKEN_RE, make_key_text, percentile, raise_nofile_limit, write_atomic
+
+SSE_CONNECT_RE = re.compile(r'sse-connect="([^"]+)"')
+REPLY_ID_RE = re.compile(r"/m/(\d+)/stream/")
+CSRF = "b" * 32  # any well-formed secret: Django only checks that cookie and header agree
+
+
+@dataclass
+class StreamResult:
+    key: str
+    ok: bool = False
+    error: str = ""
+    timeout: bool = False
+    done: bool = False
+    deltas: int = 0
+    chars: int = 0
+    sha256: str = ""
+    reply_id: int | None = None
+    ttft_added_ms: float | None = None
+    latencies_ms: list[float] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Config:
+    target: str
+    base_url: str
+    n: int
+    deltas: int
+    rate: float
+    ttft: float
+    ramp: float
+    grace: float
+    run_id: str
+    sessions: list[str]
+
+
+def parse_sse(chunks: list[tuple[float, bytes]]) -> tuple[list[tuple[float, str]], bool]:
+    """Delta texts with the receive time of the chunk that completed each event; whether `done` came."""
+    pieces: list[tuple[float, str]] = []
+    done = False
+    buf = b""
+    for t, chunk in chunks:
+        buf += chunk
+        while True:
+            end = buf.find(b"\n\n")
+            if end < 0:
+                break
+            raw, buf = buf[:end], buf[end + 2 :]
+            name, data = "message", []
+            for line in raw.decode().split("\n"):
+                if line.startswith("event:"):
+                    name = line[6:].strip()
+                elif line.startswith("data:"):
+                    value = line[5:]
+                    data.append(value[1:] if value.startswith(" ") else value)
+            if name == "delta":
+                pieces.append((t, html.unescape("\n".join(data))))
+            elif name == "done":
+                done = True
+    return pieces, done
+
+
+def analyse(result: StreamResult, t0: float, pieces: list[tuple[float, str]], expected: int) -> None:
+    full = "".join(text for _, text in pieces)
+    ends: list[int] = []
+    pos = 0
+    for _, text in pieces:
+        pos += len(text)
+        ends.append(pos)
+    result.chars = len(full)
+    result.sha256 = hashlib.sha256(full.encode()).hexdigest()
+    count = 0
+    for match in TOKEN_RE.finditer(full):
+        received = pieces[bisect.bisect_left(ends, match.end())][0]
+        emitted = float(match[2])
+        result.latencies_ms.append((received - emitted) * 1000)
+        if match[3] is not None:  # the first delta: also carries the upstream's request arrival time
+            upstream_ttft = emitted - float(match[3])
+            result.ttft_added_ms = ((received - t0) - upstream_ttft) * 1000
+        count += 1
+    result.deltas = count
+    if count != expected:
+        result.error = result.error or f"incomplete: {count}/{expected} deltas"
+
+
+async def _read_sse(resp: aiohttp.ClientResponse) -> list[tuple[float, bytes]]:
+    chunks: list[tuple[float, bytes]] = []
+    async for chunk in resp.content.iter_any():
+        chunks.append((time.time(), chunk))
+    return chunks
+
+
+async def one_http(cfg: Config, session: aiohttp.ClientSession, index: int) -> StreamResult:
+    key = f"{cfg.run_id}-{index}"
+    text = make_key_text(key, cfg.deltas, cfg.rate, cfg.ttft)
+    result = StreamResult(key=key)
+    await asyncio.sleep(cfg.ramp * index / max(1, cfg.n))
+    t0 = time.time()
+    try:
+        async with asyncio.timeout(cfg.ttft + cfg.deltas / cfg.rate + cfg.grace):
+            if cfg.target == "relay":
+                url = f"{cfg.base_url}/stream?key={quote(text)}"
+                headers: dict[str, str] = {}
+            else:
+                sessionid = cfg.sessions[index % len(cfg.sessions)]
+                headers = {"Cookie": f"sessionid={sessionid}; csrftoken={CSRF}"}
+                async with session.post(
+                    f"{cfg.base_url}/c/start/",
+                    data={"text": text},
+                    headers={**headers, "HX-Request": "true", "X-CSRFToken": CSRF},
+                ) as resp:
+                    body = await resp.text()
+                    if resp.status != 200:
+                        result.error = f"start HTTP {resp.status}"
+                        return result
+                found = SSE_CONNECT_RE.search(body)
+                if found is None:
+                    result.error = "start: no sse-connect in the fragment"
+                    return result
+                path = html.unescape(found[1])
+                reply = REPLY_ID_RE.search(path)
+                result.reply_id = int(reply[1]) if reply else None
+                url = f"{cfg.base_url}{path}"
+            async with session.get(url, headers=headers) as resp:
+                if resp.status != 200:
+                    result.error = f"stream HTTP {resp.status}"
+                    return result
+                chunks = await _read_sse(resp)
+    except TimeoutError:
+        result.timeout = True
+        result.error = "timeout"
+        return result
+    except (aiohttp.ClientError, OSError) as exc:
+        result.error = f"{type(exc).__name__}: {exc}"[:200]
+        return result
+    pieces, result.done = parse_sse(chunks)
+    analyse(result, t0, pieces, cfg.deltas)
+    if not result.done and not result.error:
+        result.error = "no done event"
+    result.ok = not result.error
+    return result
+
+
+async def one_sdk(cfg: Config, client: Any, index: int) -> StreamResult:
+    key = f"{cfg.run_id}-{index}"
+    text = make_key_text(key, cfg.deltas, cfg.rate, cfg.ttft)
+    result = StreamResult(key=key)
+    await asyncio.sleep(cfg.ramp * index / max(1, cfg.n))
+    pieces: list[tuple[float, str]] = []
+    t0 = time.time()
+    try:
+        async with asyncio.timeout(cfg.ttft + cfg.deltas / cfg.rate + cfg.grace):
+            async with client.messages.stream(
+                model="bench-sdk", max_tokens=4096, messages=[{"role": "user", "content": text}]
+            ) as stream:
+                async for delta in stream.text_stream:
+                    pieces.append((time.time(), delta))
+                final = await stream.get_final_message()
+                result.done = final.stop_reason == "end_turn"
+    except TimeoutError:
+        result.timeout = True
+        result.error = "timeout"
+        return result
+    except Exception as exc:
+        result.error = f"{type(exc).__name__}: {exc}"[:200]
+        return result
+    analyse(result, t0, pieces, cfg.deltas)
+    if not result.done and not result.error:
+        result.error = "no end_turn"
+    result.ok = not result.error
+    return result
+
+
+async def run_load(cfg: Config) -> dict[str, Any]:
+    wall0 = time.monotonic()
+    cpu0 = time.process_time()
+    if cfg.target == "sdk":
+        import anthropic
+        import httpx2
+
+        client = anthropic.AsyncAnthropic(
+            api_key="bench",
+            base_url=cfg.base_url,
+            max_retries=0,
+            timeout=anthropic.Timeout(60.0, connect=10.0),
+            http_client=anthropic.DefaultAsyncHttpxClient(
+                limits=httpx2.Limits(max_connections=cfg.n + 10, max_keepalive_connections=cfg.n + 10)
+            ),
+        )
+        async with client:
+            results = await asyncio.gather(*(one_sdk(cfg, client, i) for i in range(cfg.n)))
+    else:
+        connector = aiohttp.TCPConnector(limit=0, force_close=False)
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=10)
+        async with aiohttp.ClientSession(
+            connector=connector, timeout=timeout, cookie_jar=aiohttp.DummyCookieJar()
+        ) as session:
+            results = await asyncio.gather(*(one_http(cfg, session, i) for i in range(cfg.n)))
+    cpu = time.process_time() - cpu0
+    wall = time.monotonic() - wall0
+    latencies = sorted(v for r in results for v in r.latencies_ms)
+    ttfts = sorted(r.ttft_added_ms for r in results if r.ttft_added_ms is not None)
+    streams = []
+    for r in results:
+        row = asdict(r)
+        del row["latencies_ms"]
+        streams.append(row)
+    return {
+        "target": cfg.target,
+        "n": cfg.n,
+        "deltas_expected": cfg.deltas * cfg.n,
+        "deltas_received": len(latencies),
+        "latency_ms": {q: percentile(latencies, float(q[1:])) for q in ("p50", "p95", "p99")}
+        | {"max": latencies[-1] if latencies else None},
+        "ttft_added_ms": {q: percentile(ttfts, float(q[1:])) for q in ("p50", "p95", "p99")},
+        "ok": sum(r.ok for r in results),
+        "errors": sum(not r.ok for r in results),
+        "timeouts": sum(r.timeout for r in results),
+        "error_kinds": sorted({r.error.split(":")[0] for r in results if r.error}),
+        "client_cpu_s": cpu,
+        "wall_s": wall,
+        "streams": streams,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.load", description=__doc__.split("\n")[0])
+    parser.add_argument("--target", choices=["ours", "relay", "sdk"], required=True)
+    parser.add_argument("--base-url", required=True, help="the server (ours, relay) or the upstream (sdk)")
+    parser.add_argument("--n", type=int, required=True)
+    parser.add_argument("--deltas", type=int, default=600)
+    parser.add_argument("--rate", type=float, default=30.0)
+    parser.add_argument("--ttft", type=float, default=0.0, help="the upstream's own time to first token (s)")
+    parser.add_argument("--ramp", type=float, default=2.0, help="spread the N starts over this many seconds")
+    parser.add_argument(
+        "--grace", type=float, default=30.0, help="per-stream timeout beyond its nominal length"
+    )
+    parser.add_argument("--run-id", required=True)
+    parser.add_argument("--sessions", help="JSON file: a list of session keys (target ours)")
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args(argv)
+    raise_nofile_limit()
+    sessions = json.loads(Path(args.sessions).read_text()) if args.sessions else []
+    if args.target == "ours" and not sessions:
+        parser.error("--sessions is required for target ours")
+    cfg = Config(
+        args.target,
+        args.base_url.rstrip("/"),
+        args.n,
+        args.deltas,
+        args.rate,
+        args.ttft,
+        args.ramp,
+        args.grace,
+        args.run_id,
+        sessions,
+    )
+    summary = asyncio.run(run_load(cfg))
+    write_atomic(Path(args.out), json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

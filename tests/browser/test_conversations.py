@@ -1,0 +1,101 @@
+"""Accounts and the sidebar: sign up, log in, switch, rename, delete, search, export."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import BrowserContext, Page, expect
+
+from tests.browser.conftest import PASSWORD, finished_reply, send, sign_up
+from tests.fake_anthropic import End, FakeAnthropic, Text
+
+pytestmark = pytest.mark.browser
+
+
+def test_sign_up_log_out_and_log_in(context: BrowserContext, username: str, upstream: FakeAnthropic) -> None:
+    page = context.new_page()
+    page.goto("/")
+    expect(page).to_have_url(lambda url: "/accounts/login/" in url)  # type: ignore[arg-type]
+    sign_up(page, username)
+    expect(page.locator(".sidebar-bottom")).to_contain_text(username)
+    page.get_by_role("button", name="Log out").click()
+    expect(page.get_by_role("heading", name="Log in to chatsite")).to_be_visible()
+
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill("wrong password")
+    page.get_by_role("button", name="Log in").click()
+    expect(page.locator(".errorlist")).to_be_visible()
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    expect(page.locator("#composer-text")).to_be_visible()
+    expect(page.get_by_role("heading", name="What can I help with?")).to_be_visible()
+
+
+def _conversation(page: Page, upstream: FakeAnthropic, text: str, answer: str) -> str:
+    page.get_by_role("link", name="New chat").click()
+    expect(page.get_by_role("heading", name="What can I help with?")).to_be_visible()
+    upstream.enqueue(Text(answer), End())
+    send(page, text)
+    expect(finished_reply(page).locator(".msg-body")).to_have_text(answer)
+    return page.url
+
+
+def test_switch_rename_search_export_and_delete(page: Page, upstream: FakeAnthropic, tmp_path: Path) -> None:
+    lisbon = _conversation(page, upstream, "Trip to Lisbon", "Pack light.")
+    taxes = _conversation(page, upstream, "Taxes due", "File by April.")
+    sidebar = page.locator("#conversation-list")
+    expect(sidebar.get_by_role("link")).to_have_count(2)
+    expect(sidebar.locator("[aria-current=page]")).to_have_text("Taxes due")
+
+    # Switch
+    sidebar.get_by_role("link", name="Trip to Lisbon").click()
+    expect(page).to_have_url(lisbon)
+    expect(page.locator("#messages")).to_contain_text("Pack light.")
+
+    # Rename
+    page.locator(".conversation-settings summary").click()
+    page.get_by_label("Title").fill("Lisbon in May")
+    page.get_by_role("button", name="Save").click()
+    expect(page.locator("#conversation-title")).to_have_text("Lisbon in May")
+    expect(sidebar.locator("[aria-current=page]")).to_have_text("Lisbon in May")
+
+    # Search
+    search = page.get_by_role("searchbox", name="Search conversations")
+    search.fill("taxes")
+    expect(sidebar.get_by_role("link")).to_have_count(1)
+    expect(sidebar.get_by_role("link")).to_have_text("Taxes due")
+    search.fill("nothing like this")
+    expect(sidebar).to_contain_text("No conversation matches")
+    search.fill("")
+    expect(sidebar.get_by_role("link")).to_have_count(2)
+
+    # Export
+    page.locator(".conversation-settings summary").click()
+    with page.expect_download() as md_info:
+        page.get_by_role("link", name="Markdown").click()
+    md_path = tmp_path / md_info.value.suggested_filename
+    md_info.value.save_as(md_path)
+    markdown = md_path.read_text()
+    assert md_path.suffix == ".md" and "Trip to Lisbon" in markdown and "Pack light." in markdown
+    with page.expect_download() as json_info:
+        page.get_by_role("link", name="JSON").click()
+    json_path = tmp_path / json_info.value.suggested_filename
+    json_info.value.save_as(json_path)
+    data = json.loads(json_path.read_text())
+    assert [m["content"] for m in data["messages"]] == ["Trip to Lisbon", "Pack light."]
+
+    # Delete, with a confirmation step that can be cancelled
+    page.get_by_role("link", name="Delete…").click()
+    expect(page.get_by_role("heading", name="Delete this conversation?")).to_be_visible()
+    page.get_by_role("link", name="Cancel").click()
+    expect(page).to_have_url(lisbon)
+    page.locator(".conversation-settings summary").click()
+    page.get_by_role("link", name="Delete…").click()
+    page.get_by_role("button", name="Delete conversation").click()
+    expect(page.get_by_role("heading", name="What can I help with?")).to_be_visible()
+    expect(sidebar.get_by_role("link")).to_have_count(1)
+    expect(sidebar.get_by_role("link")).to_have_text("Taxes due")
+    assert page.goto(lisbon).status == 404  # type: ignore[union-attr]
+    assert taxes

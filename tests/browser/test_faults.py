@@ -1,0 +1,50 @@
+"""Cut-off replies in the page: the marker with its cause, Retry, Continue."""
+
+from __future__ import annotations
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from tests.browser.conftest import LiveServer, finished_reply, reply_pk, send, shot
+from tests.fake_anthropic import End, ErrorEvent, FakeAnthropic, Text
+
+pytestmark = pytest.mark.browser
+
+
+def test_retry_after_a_fault_mid_stream(page: Page, upstream: FakeAnthropic, chat_server: LiveServer) -> None:
+    upstream.enqueue(Text("Half an ans"), ErrorEvent("overloaded_error", "Overloaded"))
+    send(page, "Explain tides")
+    cut = finished_reply(page)
+    expect(cut.locator(".cut-off")).to_contain_text("cut off")
+    expect(cut.locator(".cut-off")).to_contain_text("overloaded")
+    expect(cut.locator(".msg-body")).to_have_text("Half an ans")
+    old_pk = reply_pk(page)
+    assert chat_server.wait_status(old_pk, "error") == "Half an ans"
+    shot(page, "cut-off")
+
+    upstream.enqueue(Text("Tides come from the Moon's pull."), End())
+    cut.get_by_role("button", name="Retry").click()
+    done = finished_reply(page)
+    expect(done.locator(".msg-body")).to_have_text("Tides come from the Moon's pull.")
+    expect(done.locator(".cut-off")).to_have_count(0)
+    new_pk = reply_pk(page)
+    assert new_pk != old_pk
+    assert chat_server.wait_status(new_pk, "complete") == "Tides come from the Moon's pull."
+    page.reload()  # the superseded reply has left the transcript
+    expect(page.locator("#messages > article.msg-assistant")).to_have_count(1)
+
+
+def test_continue_after_a_cut_off(page: Page, upstream: FakeAnthropic, chat_server: LiveServer) -> None:
+    upstream.enqueue(Text("The list: 1, 2"), ErrorEvent("overloaded_error", "Overloaded"))
+    send(page, "Count to three")
+    cut = finished_reply(page)
+    expect(cut.locator(".cut-off")).to_be_visible()
+    pk = reply_pk(page)
+
+    upstream.enqueue(Text(", 3."), End())
+    cut.get_by_role("button", name="Continue").click()
+    done = finished_reply(page)
+    expect(done.locator(".msg-body")).to_have_text("The list: 1, 2, 3.")
+    expect(done.locator(".cut-off")).to_have_count(0)
+    assert reply_pk(page) == pk  # the same message, continued
+    assert chat_server.wait_status(pk, "complete") == "The list: 1, 2, 3."
