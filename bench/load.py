@@ -19,6 +19,7 @@ import bisect
 import hashlib
 import html
 import json
+import os
 import re
 import time
 from dataclasses import asdict, dataclass, field
@@ -122,9 +123,9 @@ async def _read_sse(resp: aiohttp.ClientResponse) -> list[tuple[float, bytes]]:
 
 async def one_http(cfg: Config, session: aiohttp.ClientSession, index: int) -> StreamResult:
     key = f"{cfg.run_id}-{index}"
-    text = make_key_text(key, cfg.deltas, cfg.rate, cfg.ttft)
+    text = make_key_text(key, cfg.deltas if index >= 0 else 3, cfg.rate, cfg.ttft)
     result = StreamResult(key=key)
-    await asyncio.sleep(cfg.ramp * index / max(1, cfg.n))
+    await asyncio.sleep(cfg.ramp * max(0, index) / max(1, cfg.n))
     t0 = time.time()
     try:
         async with asyncio.timeout(cfg.ttft + cfg.deltas / cfg.rate + cfg.grace):
@@ -173,9 +174,9 @@ async def one_http(cfg: Config, session: aiohttp.ClientSession, index: int) -> S
 
 async def one_sdk(cfg: Config, client: Any, index: int) -> StreamResult:
     key = f"{cfg.run_id}-{index}"
-    text = make_key_text(key, cfg.deltas, cfg.rate, cfg.ttft)
+    text = make_key_text(key, cfg.deltas if index >= 0 else 3, cfg.rate, cfg.ttft)
     result = StreamResult(key=key)
-    await asyncio.sleep(cfg.ramp * index / max(1, cfg.n))
+    await asyncio.sleep(cfg.ramp * max(0, index) / max(1, cfg.n))
     pieces: list[tuple[float, str]] = []
     t0 = time.time()
     try:
@@ -218,6 +219,8 @@ async def run_load(cfg: Config) -> dict[str, Any]:
             ),
         )
         async with client:
+            await one_sdk(cfg, client, -1)  # warm-up (index -1: 3 deltas, not counted): lazy SDK set-up
+            cpu0, wall0 = time.process_time(), time.monotonic()
             results = await asyncio.gather(*(one_sdk(cfg, client, i) for i in range(cfg.n)))
     else:
         connector = aiohttp.TCPConnector(limit=0, force_close=False)
@@ -225,6 +228,8 @@ async def run_load(cfg: Config) -> dict[str, Any]:
         async with aiohttp.ClientSession(
             connector=connector, timeout=timeout, cookie_jar=aiohttp.DummyCookieJar()
         ) as session:
+            await one_http(cfg, session, -1)  # warm-up (index -1: 3 deltas, not counted)
+            cpu0, wall0 = time.process_time(), time.monotonic()
             results = await asyncio.gather(*(one_http(cfg, session, i) for i in range(cfg.n)))
     cpu = time.process_time() - cpu0
     wall = time.monotonic() - wall0
@@ -248,6 +253,7 @@ async def run_load(cfg: Config) -> dict[str, Any]:
         "timeouts": sum(r.timeout for r in results),
         "error_kinds": sorted({r.error.split(":")[0] for r in results if r.error}),
         "client_cpu_s": cpu,
+        "loadavg_1m": os.getloadavg()[0],
         "wall_s": wall,
         "streams": streams,
     }

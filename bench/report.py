@@ -146,7 +146,8 @@ def markdown(data: dict[str, Any]) -> str:
         "",
         f"{meta['date']} · {meta['cpu']} · {meta['cores']} cores · {meta['ram_gb']} GB · "
         f"Python {meta['python']} · {meta['os']} · DB {meta['db']} · "
-        f"{meta['deltas']} deltas/reply at {meta['rate']:g}/s, upstream TTFT {meta['ttft']:g} s, starts ramped over {meta['ramp']:g} s · sweep took {meta['minutes']} min",
+        f"{meta['deltas']} deltas/reply at {meta['rate']:g}/s, upstream TTFT {meta['ttft']:g} s, "
+        f"starts ramped over {meta['ramp']:g} s · sweep took {meta['minutes']} min",
         "",
         "Latency = client receive - upstream emit per delta (exact: each delta's text carries its emit "
         "time). TTFT added = client's time to first delta - the upstream's own. CPU = server process "
@@ -156,8 +157,8 @@ def markdown(data: dict[str, Any]) -> str:
         "",
         "| target | N | ok / err / timeout | added p50 / p95 / p99 / max ms | TTFT added p50 / p99 ms "
         "| CPU µs/delta | RSS idle → peak MB | RSS/stream KB | DB writes/reply mean / max | exact "
-        "| upstream late p99 ms · CPU % | client CPU % | held |",
-        "|---|---:|---|---|---|---:|---|---:|---|---|---|---:|---|",
+        "| upstream late p99 ms · CPU % | client CPU % | load avg | held |",
+        "|---|---:|---|---|---|---:|---|---:|---|---|---|---:|---:|---|",
     ]
     for row in sorted(data["rows"], key=lambda r: (meta["targets"].index(r["target"]), r["n"])):
         kinds = f" ({'; '.join(row['error_kinds'])})" if row["error_kinds"] else ""
@@ -171,7 +172,8 @@ def markdown(data: dict[str, Any]) -> str:
             f"{_f(row['server_cpu_us_per_delta'], 0)} | {rss} | "
             f"{_f(row['rss_per_stream_kb'], 0)} | {writes} | {exact} | "
             f"{_f(row['upstream_lateness_p99'])} · {_f(row['upstream_cpu_pct'], 0)} | "
-            f"{_f(row['client_cpu_pct'], 0)} | {'yes' if row['held'] else 'no'} |"
+            f"{_f(row['client_cpu_pct'], 0)} | {_f(row.get('loadavg_1m'))} | "
+            f"{'yes' if row['held'] else 'no'} |"
         )
     apps = [t for t in APP_TARGETS if _rows(data, t)]
     if apps and (_rows(data, "sdk") or _rows(data, "relay")):

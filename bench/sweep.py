@@ -94,6 +94,7 @@ class Row:
     upstream_lateness_p99: float | None = None
     upstream_cpu_pct: float | None = None
     client_cpu_pct: float | None = None
+    loadavg_1m: float | None = None  # the machine's load at the end of the level (other work shows here)
     wall_s: float = 0.0
 
     @property
@@ -368,7 +369,10 @@ class Sweep:
         base = self.upstream_url
         if target != "sdk":
             server, base = self.server(target)
-            self.load(target, base, 1, 5, 100.0, 0.0, f"{target}-{n}-warm", 60)  # imports, templates, pools
+            if not opts.smoke:  # warm before the idle RSS sample (the client warms up again in any case)
+                self.load(
+                    target, base, 1, 5, 100.0, 0.0, f"{target}-{n}-warm", 60
+                )  # imports, templates, pools
         _http(self.upstream_url + "/_bench/reset", "POST")
         time.sleep(0.5 if opts.smoke else 1.5)
         rss_idle = server.rss() if server else 0
@@ -401,6 +405,7 @@ class Sweep:
                 row.server_cpu_us_per_delta = cpu / summary["deltas_received"] * 1e6
         row.upstream_cpu_pct = (self.upstream.cpu_s() - up_cpu0) / wall * 100
         row.client_cpu_pct = summary["client_cpu_s"] / summary["wall_s"] * 100
+        row.loadavg_1m = summary["loadavg_1m"]
         lat, ttft = summary["latency_ms"], summary["ttft_added_ms"]
         row.lat_p50, row.lat_p95, row.lat_p99, row.lat_max = lat["p50"], lat["p95"], lat["p99"], lat["max"]
         row.ttft_p50, row.ttft_p99 = ttft["p50"], ttft["p99"]

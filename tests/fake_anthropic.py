@@ -356,9 +356,11 @@ class FakeAnthropic:
     ) -> None:
         self.host = host
         self.port = port
-        self.default_script: list[Step] = list(
+        self._initial_default_script: tuple[Step, ...] = tuple(
             default_script if default_script is not None else _DEFAULT_SCRIPT
         )
+        _validate(list(self._initial_default_script))
+        self.default_script: list[Step] = list(self._initial_default_script)
         self.record = record  # False: do not keep `requests` / `sent` (benchmark mode)
         self.backlog = backlog
         self.requests: list[dict[str, Any]] = []
@@ -393,7 +395,7 @@ class FakeAnthropic:
             self._queue.append(script)
 
     def reset(self) -> None:
-        """Clear the queue, ``requests``, ``sent`` and the counters.
+        """Clear the queue, ``requests``, ``sent`` and the counters; restore the constructor's ``default_script``.
 
         Responses still in flight from before the reset are cancelled (their connections close) and can no
         longer touch ``sent`` or the counters, so a session-wide fake gives each test a clean slate.
@@ -401,6 +403,7 @@ class FakeAnthropic:
         with self._lock:
             self._generation += 1
             self._queue.clear()
+            self.default_script = list(self._initial_default_script)
             self.requests.clear()
             self.sent.clear()
             self.client_disconnects = 0
@@ -435,6 +438,7 @@ class FakeAnthropic:
                 loop.run_until_complete(self._serve())
             except BaseException as exc:  # reported to the starting thread
                 failure.append(exc)
+                loop.close()
                 ready.set()
                 return
             ready.set()
@@ -447,6 +451,7 @@ class FakeAnthropic:
         self._thread.start()
         if not ready.wait(10) or failure:
             self._thread = None
+            self._loop = None
             raise RuntimeError("FakeAnthropic failed to start") from (failure[0] if failure else None)
         return self
 
@@ -456,7 +461,7 @@ class FakeAnthropic:
             return
         self._stopping = True
         if runner is not None and not loop.is_closed():
-            fut = asyncio.run_coroutine_threadsafe(runner.cleanup(), loop)
+            fut = asyncio.run_coroutine_threadsafe(self._shutdown(runner), loop)
             with contextlib.suppress(Exception):
                 fut.result(timeout=10)
         with contextlib.suppress(RuntimeError):
@@ -484,6 +489,11 @@ class FakeAnthropic:
         await site.start()
         self.port = site.port
         self._runner = runner
+
+    async def _shutdown(self, runner: web.AppRunner) -> None:
+        for task in list(self._handlers):  # in-flight responses end at once instead of after a grace period
+            task.cancel()
+        await runner.cleanup()
 
     def _record_sent(self, text: str, generation: int) -> None:
         if self.record and generation == self._generation:

@@ -147,7 +147,7 @@ async def test_scripts_are_fifo_then_default(fake: FakeAnthropic) -> None:
     assert fake.requests == [] and fake.sent == [] and fake.client_disconnects == 0
     async with sdk(fake) as client:
         async with stream(client) as s:
-            assert await s.get_final_text() == "default"
+            assert await s.get_final_text() == "Hello from the fake."  # queue and default_script reset
 
 
 def test_http_error_must_be_first_step(fake: FakeAnthropic) -> None:
@@ -200,6 +200,19 @@ async def test_non_stream_request_gets_json_message(fake: FakeAnthropic) -> None
     assert isinstance(message.content[1], ToolUseBlock) and message.content[1].input == {"q": "x"}
     assert message.usage.output_tokens == 2
     assert "stream" not in fake.requests[0]["body"] or fake.requests[0]["body"]["stream"] is False
+
+
+@pytest.mark.asyncio
+async def test_non_stream_error_event_and_drop(fake: FakeAnthropic) -> None:
+    fake.enqueue(Text("a"), ErrorEvent("overloaded_error", "Overloaded"))
+    fake.enqueue(Text("a"), Drop())
+    async with sdk(fake) as client:
+        with pytest.raises(anthropic.OverloadedError) as info:
+            await client.messages.create(model=MODEL, max_tokens=64, messages=MESSAGES)
+        assert info.value.status_code == 529
+        with pytest.raises(anthropic.APIConnectionError) as conn_info:
+            await client.messages.create(model=MODEL, max_tokens=64, messages=MESSAGES)
+        assert isinstance(conn_info.value.__cause__, httpx2.RemoteProtocolError)
 
 
 # ------------------------------------------------------------------------------------------------ causality

@@ -11,7 +11,8 @@ from django.urls import reverse
 
 from chat.models import Conversation, Message
 
-pytestmark = pytest.mark.django_db
+# Transactional: async views release their connection after each query, which needs no wrapping atomic block.
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
