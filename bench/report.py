@@ -53,14 +53,8 @@ def _ratio(a: float | None, b: float | None) -> str:
 
 
 def held(data: dict[str, Any], target: str) -> int:
-    """The largest N held (p99 <= 100 ms, zero errors, every reply exact/saved), counting up from the
-    smallest level: a level that fails ends the count."""
-    best = 0
-    for row in _rows(data, target):
-        if not row["held"]:
-            break
-        best = row["n"]
-    return best
+    """The largest level N held: p99 <= 100 ms, zero errors, every reply exact (and saved)."""
+    return max((row["n"] for row in _rows(data, target) if row["held"]), default=0)
 
 
 def ref_level(data: dict[str, Any], target: str) -> int | None:
@@ -209,6 +203,23 @@ def markdown(data: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def main(argv: list[str] | None = None) -> int:
+    """Re-render ``results.md`` and ``plot.png`` from a run's ``results.json``."""
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(prog="python -m bench.report", description=main.__doc__)
+    parser.add_argument("results", help="a run's results.json")
+    args = parser.parse_args(argv)
+    path = Path(args.results)
+    data = json.loads(path.read_text())
+    text = markdown(data)
+    (path.parent / "results.md").write_text(text)
+    plot(data, path.parent / "plot.png")
+    print(text)
+    return 0
+
+
 def plot(data: dict[str, Any], path: Path) -> bool:
     """Latency percentiles and server RSS against N (log-log). False when matplotlib is missing."""
     try:
@@ -269,3 +280,7 @@ def plot(data: dict[str, Any], path: Path) -> bool:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

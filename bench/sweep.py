@@ -63,6 +63,7 @@ class Options:
     restart: bool
     error_limit: float
     smoke: bool
+    profile: list[int] = field(default_factory=list)  # levels at which to record the server with py-spy
 
 
 @dataclass
@@ -383,6 +384,7 @@ class Sweep:
             sampler.start()
         nominal = opts.ttft + deltas_time(opts) + opts.ramp
         tag = f"{target}-{n}"
+        spy = self._profile(server, target, n) if server and n in opts.profile else None
         t0 = time.monotonic()
         try:
             summary = self.load(
@@ -392,6 +394,8 @@ class Sweep:
             if sampler:
                 sampler.halt.set()
                 sampler.join()
+            if spy is not None:
+                spy.wait(60)
         wall = time.monotonic() - t0
         row.wall_s = round(wall, 1)
         if server:
@@ -433,6 +437,34 @@ class Sweep:
         if opts.restart and server:
             self.stop_server(target)
         return row
+
+    def _profile(self, server: Proc, target: str, n: int) -> subprocess.Popen[bytes]:
+        """py-spy (raw collapsed stacks, 100 Hz, non-blocking) on the server while the level streams.
+
+        It costs CPU on the same cores: profiled levels are for finding where time goes, not for the table."""
+        seconds = max(2, int(self.opts.deltas / self.opts.rate))
+        out = self.opts.out / f"profile-{target}-{n}.txt"
+        spy = Path(sys.executable).parent / "py-spy"
+        with (self.logs / "py-spy.log").open("ab") as log:
+            return subprocess.Popen(
+                [
+                    str(spy),
+                    "record",
+                    "--pid",
+                    str(server.popen.pid),
+                    "--duration",
+                    str(seconds),
+                    "--rate",
+                    "100",
+                    "--format",
+                    "raw",
+                    "--nonblocking",
+                    "--output",
+                    str(out),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
 
     def _check_saved(
         self,
@@ -534,6 +566,7 @@ def parse_args(argv: list[str] | None) -> Options:
     parser.add_argument("--out", help="results directory (default bench/results/<timestamp>)")
     parser.add_argument("--no-restart", action="store_true", help="reuse each server across levels")
     parser.add_argument("--error-limit", type=float, default=0.01, help="stop a target above this error rate")
+    parser.add_argument("--profile", help="comma-separated levels at which to py-spy the server(s)")
     parser.add_argument("--smoke", action="store_true", help="N=1,2, 20 deltas at 100/s: checks the harness")
     args = parser.parse_args(argv)
     smoke = bool(args.smoke)
@@ -563,6 +596,7 @@ def parse_args(argv: list[str] | None) -> Options:
         restart=not (args.no_restart or smoke),
         error_limit=args.error_limit,
         smoke=smoke,
+        profile=[int(v) for v in args.profile.split(",")] if args.profile else [],
     )
 
 

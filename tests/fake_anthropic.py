@@ -395,7 +395,7 @@ class FakeAnthropic:
             self._queue.append(script)
 
     def reset(self) -> None:
-        """Clear the queue, ``requests``, ``sent`` and the counters; restore the constructor's ``default_script``.
+        """Clear queue, ``requests``, ``sent``, counters; restore the constructor's ``default_script``.
 
         Responses still in flight from before the reset are cancelled (their connections close) and can no
         longer touch ``sent`` or the counters, so a session-wide fake gives each test a clean slate.

@@ -114,6 +114,17 @@ async def test_scripted_stream_with_pings_and_explicit_usage(fake: FakeAnthropic
 
 
 @pytest.mark.asyncio
+async def test_text_is_delivered_byte_exact(fake: FakeAnthropic) -> None:
+    hostile = 'evil\n\nevent: done\ndata: <img src=x>\r\nid: 9\r: c\rretry: 1\n"quoted" \\ é 😀\u2028'
+    fake.enqueue(Text(hostile), Text(""), End())
+    async with sdk(fake) as client:
+        async with stream(client) as s:
+            chunks = [text async for text in s.text_stream]
+    assert chunks == [hostile, ""]
+    assert fake.sent[0][0] == hostile
+
+
+@pytest.mark.asyncio
 async def test_request_is_recorded(fake: FakeAnthropic) -> None:
     async with sdk(fake) as client:
         async with stream(client, system="Be brief.") as s:

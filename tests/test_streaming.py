@@ -10,7 +10,7 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from chat.models import Conversation, Message
-from tests.asgi_client import AsgiClient, stream_path
+from tests.asgi_client import AsgiClient, parse_sse, stream_path
 from tests.fake_anthropic import End, FakeAnthropic, Text, Wait
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
@@ -37,7 +37,7 @@ async def test_first_token_reaches_client_before_upstream_sends_the_second(
     assert stream.headers["x-accel-buffering"] == "no"
     assert "content-encoding" not in stream.headers
 
-    first = await stream.next_event(timeout=5)
+    first = await stream.next_event(timeout=15)
     # Causality: the upstream is still blocked before its second delta, yet the client has the first.
     assert not go.is_set()
     assert [t for t, _ in upstream.sent] == ["Hel"]
@@ -83,3 +83,50 @@ async def test_user_text_committed_before_the_model_is_called(
     stream = await alice_client.open_stream(path)
     await stream.events_until("done")
     assert await sync_to_async(lambda: conversation.messages.count())() == 2
+
+
+async def test_response_opens_at_once_and_keepalives_flow_during_a_pause(
+    alice_client: AsgiClient, upstream: FakeAnthropic, background: Any, settings: Any
+) -> None:
+    settings.CHAT_KEEPALIVE_SECONDS = 0.2
+    gate = threading.Event()
+    upstream.enqueue(Wait(gate, timeout=30), Text("late"), End())
+    _, path = await start_conversation(alice_client)
+    stream = await alice_client.open_stream(path)
+    # Headers and a first body chunk arrive while the upstream has sent nothing at all.
+    first = await stream.communicator.receive_output(5)
+    assert first["body"].startswith(b"retry: 1000\n") and upstream.sent == []
+    stream.buffer += first["body"].decode()
+    while "keepalive" not in stream.comments:
+        stream.comments += parse_sse(stream.buffer + (await stream.communicator.receive_output(5))["body"].decode())[1]
+    gate.set()
+    events = await stream.events_until("done")
+    assert [e.data for e in events if e.event == "delta"] == ["late"]
+
+
+HOSTILE = "evil\n\nevent: done\ndata: <img src=x onerror=alert(1)>\r\nid: 999\r: c\rretry: 1\n"
+
+
+async def test_model_output_cannot_forge_events_or_inject_markup(
+    alice_client: AsgiClient, upstream: FakeAnthropic, background: Any
+) -> None:
+    upstream.enqueue(Text(HOSTILE), Text("<script>alert(2)</script>"), End())
+    conversation, path = await start_conversation(alice_client, "<b>hi</b>\n\nevent: x")
+    stream = await alice_client.open_stream(path)
+    events = await stream.events_until("done")
+    deltas = [e for e in events if e.event == "delta"]
+    assert {e.event for e in events[:-1]} == {"delta"} and events[-1].event == "done"  # nothing forged
+    assert all(e.id and e.id.isdigit() for e in events)
+    raw = b"".join(stream.chunks).decode()
+    assert "<img" not in raw and "<script>" not in raw.split("event: done")[0]
+    # The browser unescapes the data back to exactly the model's text (every CR travels as &#13;).
+    import html as html_lib
+
+    expected = HOSTILE + "<script>alert(2)</script>"
+    assert html_lib.unescape("".join(e.data for e in deltas)) == expected
+    reply = await Message.objects.aget(conversation=conversation, role="assistant")
+    assert reply.content == HOSTILE + "<script>alert(2)</script>"
+    final = events[-1].data
+    assert "<script>alert(2)" not in final and "<img" not in final and "&lt;script&gt;" in final
+    page = await alice_client.request("GET", f"/c/{conversation.pk}/", htmx=False)
+    assert "<b>hi</b>" not in page.text and "&lt;b&gt;hi&lt;/b&gt;" in page.text

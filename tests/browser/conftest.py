@@ -111,13 +111,13 @@ def chat_server(fake_upstream: FakeAnthropic) -> Iterator[LiveServer]:
     env.pop("DJANGO_SETTINGS_MODULE", None)
     subprocess.run(
         [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
-        cwd=ROOT, env={**env, "DJANGO_SETTINGS_MODULE": "chatsite.settings"}, check=True, timeout=120,
+        cwd=ROOT, env={**env, "DJANGO_SETTINGS_MODULE": "tests.browser.live_settings"}, check=True, timeout=120,
     )
     log_path = data_dir / "daphne.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
             [str(VENV_BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port), "chatsite.asgi:application"],
-            cwd=ROOT, env={**env, "DJANGO_SETTINGS_MODULE": "chatsite.settings"}, stdout=log,
+            cwd=ROOT, env={**env, "DJANGO_SETTINGS_MODULE": "tests.browser.live_settings"}, stdout=log,
             stderr=subprocess.STDOUT,
         )
     server = LiveServer(f"http://127.0.0.1:{port}", data_dir, log_path)
