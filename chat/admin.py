@@ -9,8 +9,18 @@ from django.http import HttpRequest
 from chat.models import Conversation, Message
 
 MESSAGE_FIELDS = (
-    "role", "status", "content", "error_message", "model", "stop_reason", "input_tokens", "output_tokens",
-    "ttft_ms", "duration_ms", "superseded", "created_at",
+    "role",
+    "status",
+    "content",
+    "error_message",
+    "model",
+    "stop_reason",
+    "input_tokens",
+    "output_tokens",
+    "ttft_ms",
+    "duration_ms",
+    "superseded",
+    "created_at",
 )
 
 
@@ -32,7 +42,15 @@ class MessageInline(admin.StackedInline):
 
 @admin.register(Conversation)
 class ConversationAdmin(admin.ModelAdmin):
-    list_display = ("__str__", "user", "model", "message_count", "input_tokens", "output_tokens", "updated_at")
+    list_display = (
+        "__str__",
+        "user",
+        "model",
+        "message_count",
+        "input_tokens",
+        "output_tokens",
+        "updated_at",
+    )
     list_filter = ("messages__status", "model", "user", "created_at")
     search_fields = ("title", "messages__content")
     readonly_fields = ("user", "created_at", "updated_at")
@@ -45,7 +63,8 @@ class ConversationAdmin(admin.ModelAdmin):
             .get_queryset(request)
             .select_related("user")
             .annotate(
-                total_input=Sum("messages__input_tokens"), total_output=Sum("messages__output_tokens"),
+                total_input=Sum("messages__input_tokens"),
+                total_output=Sum("messages__output_tokens"),
             )
         )
 
@@ -70,10 +89,26 @@ class ConversationAdmin(admin.ModelAdmin):
 
 @admin.register(Message)
 class MessageAdmin(admin.ModelAdmin):
-    list_display = ("id", "conversation", "role", "status", "model", "input_tokens", "output_tokens", "ttft_ms",
-                    "duration_ms", "created_at")
+    list_display = (
+        "id",
+        "conversation",
+        "role",
+        "status",
+        "model",
+        "input_tokens",
+        "output_tokens",
+        "ttft_ms",
+        "duration_ms",
+        "created_at",
+    )
     list_filter = ("status", "role", "model", "created_at")
     search_fields = ("content", "conversation__title")
-    readonly_fields = (*MESSAGE_FIELDS, "conversation", "error_code", "finished_at", "lease_expires_at",
-                       "stop_requested")
+    readonly_fields = (
+        *MESSAGE_FIELDS,
+        "conversation",
+        "error_code",
+        "finished_at",
+        "lease_expires_at",
+        "stop_requested",
+    )
     list_select_related = ("conversation",)

@@ -81,7 +81,9 @@ def with_background_tasks(app: ASGIApp) -> ASGIApp:
     """Wrap the ASGI app so each server process starts its reaper with its first request (daphne has no
     lifespan events)."""
 
-    async def wrapped(scope: Scope, receive: Callable[[], Awaitable[Any]], send: Callable[[Any], Awaitable[None]]) -> None:
+    async def wrapped(
+        scope: Scope, receive: Callable[[], Awaitable[Any]], send: Callable[[Any], Awaitable[None]]
+    ) -> None:
         if scope["type"] == "http":
             ensure_reaper()
         await app(scope, receive, send)

@@ -84,8 +84,10 @@ async def produce_reply(reply_id: int) -> None:
     except asyncio.CancelledError:
         # The process is shutting down: keep the partial and say so; no one will finish this reply here.
         generation.cancel()
-        outcome = {"status": Message.Status.INTERRUPTED,
-                   "error": ReplyFailure("interrupted", "The server restarted before this response finished.")}
+        outcome = {
+            "status": Message.Status.INTERRUPTED,
+            "error": ReplyFailure("interrupted", "The server restarted before this response finished."),
+        }
         raise
     finally:
         for task in helpers:
@@ -127,17 +129,30 @@ async def _outcome(state: ReplyState, generation: asyncio.Task[Finished | None])
         return {"status": Message.Status.ERROR, "error": failure}
     except Exception:
         logger.exception("reply %s failed", state.reply_id)
-        return {"status": Message.Status.ERROR,
-                "error": ReplyFailure("internal", "Something went wrong on our side while writing this response.")}
+        return {
+            "status": Message.Status.ERROR,
+            "error": ReplyFailure(
+                "internal", "Something went wrong on our side while writing this response."
+            ),
+        }
     if finished is None or finished.stop_reason is None:
-        return {"status": Message.Status.INCOMPLETE, "error": ReplyFailure("truncated", TRUNCATED_MESSAGE),
-                "finished": finished}
+        return {
+            "status": Message.Status.INCOMPLETE,
+            "error": ReplyFailure("truncated", TRUNCATED_MESSAGE),
+            "finished": finished,
+        }
     if finished.stop_reason == "max_tokens":
-        return {"status": Message.Status.INCOMPLETE, "error": ReplyFailure("max_tokens", MAX_TOKENS_MESSAGE),
-                "finished": finished}
+        return {
+            "status": Message.Status.INCOMPLETE,
+            "error": ReplyFailure("max_tokens", MAX_TOKENS_MESSAGE),
+            "finished": finished,
+        }
     if finished.stop_reason == "refusal":
-        return {"status": Message.Status.INCOMPLETE, "error": ReplyFailure("refusal", REFUSAL_MESSAGE, False),
-                "finished": finished}
+        return {
+            "status": Message.Status.INCOMPLETE,
+            "error": ReplyFailure("refusal", REFUSAL_MESSAGE, False),
+            "finished": finished,
+        }
     return {"status": Message.Status.COMPLETE, "finished": finished}
 
 
@@ -190,7 +205,9 @@ async def _close(state: ReplyState, outcome: dict[str, Any], control_channel: st
                 error=outcome.get("error"),
                 stop_reason=finished.stop_reason if finished else None,
                 model=finished.model if finished else (started.model if started else None),
-                input_tokens=finished.input_tokens if finished else (started.input_tokens if started else None),
+                input_tokens=finished.input_tokens
+                if finished
+                else (started.input_tokens if started else None),
                 output_tokens=finished.output_tokens if finished else None,
                 ttft_ms=state.ttft_ms,
                 duration_ms=round((time.monotonic() - state.started) * 1000),

@@ -27,14 +27,42 @@ def _highlight(code: str, lang: str, _attrs: str) -> str:
 
 @functools.cache
 def _markdown() -> MarkdownIt:
-    md = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False, "highlight": _highlight})
+    md = MarkdownIt(
+        "commonmark", {"html": False, "linkify": False, "typographer": False, "highlight": _highlight}
+    )
     md.enable("table").enable("strikethrough")
     return md
 
 
 _ALLOWED_TAGS = {
-    "p", "br", "hr", "em", "strong", "del", "s", "code", "pre", "span", "blockquote", "ul", "ol", "li",
-    "h1", "h2", "h3", "h4", "h5", "h6", "a", "table", "thead", "tbody", "tr", "th", "td", "img",
+    "p",
+    "br",
+    "hr",
+    "em",
+    "strong",
+    "del",
+    "s",
+    "code",
+    "pre",
+    "span",
+    "blockquote",
+    "ul",
+    "ol",
+    "li",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "h5",
+    "h6",
+    "a",
+    "table",
+    "thead",
+    "tbody",
+    "tr",
+    "th",
+    "td",
+    "img",
 }
 _ALLOWED_ATTRIBUTES = {
     "a": {"href", "title"},

@@ -27,7 +27,9 @@ def conversation_get(*, user: Any, pk: int) -> Conversation:
 
 def message_get(*, user: Any, conversation_pk: int, pk: int) -> Message:
     return get_object_or_404(
-        Message.objects.select_related("conversation"), pk=pk, conversation_id=conversation_pk,
+        Message.objects.select_related("conversation"),
+        pk=pk,
+        conversation_id=conversation_pk,
         conversation__user=user,
     )
 
@@ -42,10 +44,12 @@ def conversation_usage(*, conversation: Conversation) -> dict[str, int]:
 
 
 def provider_history(*, reply: Message) -> tuple[list[dict[str, Any]], str, str]:
-    """The messages to send for `reply`: everything visible before it, then its own partial text (Continue)."""
+    """The messages to send for `reply`: everything visible before it, then its partial text (Continue)."""
     conversation = reply.conversation
     history: list[dict[str, Any]] = []
-    for message in conversation.messages.filter(superseded=False, pk__lt=reply.pk).order_by("created_at", "id"):
+    for message in conversation.messages.filter(superseded=False, pk__lt=reply.pk).order_by(
+        "created_at", "id"
+    ):
         text = message.content if message.role == Message.Role.USER else message.content.rstrip()
         if text.strip():  # an empty failed reply would be rejected by the API
             history.append({"role": message.role, "content": text})

@@ -4,9 +4,10 @@ in `database_sync_to_async` so a stream never pins a database connection between
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import F, Q
@@ -19,7 +20,7 @@ from chat.models import Conversation, Message
 TITLE_LENGTH = 60
 
 
-def _lease() -> timezone.datetime:
+def _lease() -> datetime:
     return timezone.now() + timedelta(seconds=settings.CHAT_LEASE_SECONDS)
 
 
@@ -42,14 +43,19 @@ def clean_message_text(text: str) -> str:
     return text.strip("\r\n")
 
 
-def conversation_create(*, user: object, title: str = "", model: str = "", system_prompt: str = "") -> Conversation:
+def conversation_create(
+    *, user: User, title: str = "", model: str = "", system_prompt: str = ""
+) -> Conversation:
     if model and model not in settings.CHAT_MODELS:
         raise ValidationError("Choose one of the offered models.", code="model")
     return Conversation.objects.create(user=user, title=title[:200], model=model, system_prompt=system_prompt)
 
 
 def conversation_update(
-    *, conversation: Conversation, title: str | None = None, model: str | None = None,
+    *,
+    conversation: Conversation,
+    title: str | None = None,
+    model: str | None = None,
     system_prompt: str | None = None,
 ) -> Conversation:
     fields = ["updated_at"]
@@ -73,7 +79,9 @@ def conversation_update(
 
 def conversation_delete(*, conversation: Conversation) -> None:
     # A running generation notices its row is gone at its next save and stops.
-    Message.objects.filter(conversation=conversation, status=Message.Status.STREAMING).update(stop_requested=True)
+    Message.objects.filter(conversation=conversation, status=Message.Status.STREAMING).update(
+        stop_requested=True
+    )
     conversation.delete()
 
 
@@ -86,7 +94,9 @@ class SentMessage:
 def _check_capacity(conversation: Conversation) -> None:
     streaming = Message.objects.filter(status=Message.Status.STREAMING)
     if streaming.filter(conversation=conversation).exists():
-        raise ValidationError("Wait for the current reply to finish, or stop it, before sending.", code="busy")
+        raise ValidationError(
+            "Wait for the current reply to finish, or stop it, before sending.", code="busy"
+        )
     limit = settings.CHAT_MAX_CONCURRENT_PER_USER
     if streaming.filter(conversation__user_id=conversation.user_id).count() >= limit:
         raise ValidationError(
@@ -120,7 +130,7 @@ def message_send(*, conversation: Conversation, text: str) -> SentMessage:
 
 
 @transaction.atomic
-def conversation_start(*, user: object, text: str, model: str = "") -> SentMessage:
+def conversation_start(*, user: User, text: str, model: str = "") -> SentMessage:
     """A new conversation with its first message, or nothing at all if the message is refused."""
     conversation = conversation_create(user=user, model=model)
     return message_send(conversation=conversation, text=text)
@@ -153,8 +163,14 @@ def message_continue(*, reply: Message) -> Message:
     # The Messages API rejects an assistant prefill that ends in whitespace; the model restores it.
     content = reply.content.rstrip()
     updated = Message.objects.filter(pk=reply.pk, status__in=Message.CUT_OFF).update(
-        status=Message.Status.STREAMING, content=content, error_code="", error_message="", stop_reason="",
-        stop_requested=False, finished_at=None, lease_expires_at=_lease(),
+        status=Message.Status.STREAMING,
+        content=content,
+        error_code="",
+        error_message="",
+        stop_reason="",
+        stop_requested=False,
+        finished_at=None,
+        lease_expires_at=_lease(),
     )
     if not updated:  # someone else continued it first: never run two generations of one reply
         raise ValidationError("This reply is already being continued.", code="busy")
@@ -229,7 +245,9 @@ def reply_finish(
 def replies_reap_expired() -> list[int]:
     """Mark streaming replies whose lease lapsed (their process died) as interrupted, keeping the text."""
     now = timezone.now()
-    stale = Q(status=Message.Status.STREAMING) & (Q(lease_expires_at__lt=now) | Q(lease_expires_at__isnull=True))
+    stale = Q(status=Message.Status.STREAMING) & (
+        Q(lease_expires_at__lt=now) | Q(lease_expires_at__isnull=True)
+    )
     ids = list(Message.objects.filter(stale).values_list("pk", flat=True)[:500])
     if not ids:
         return []

@@ -99,7 +99,8 @@ class _Subscription:
     async def _ask_sync(self, channel: str) -> None:
         self.sync_asked_at = time.monotonic()
         await self.layer.group_send(
-            pubsub.control_group(self.reply_id), {"type": pubsub.SYNC, "reply_to": channel, "offset": self.sent}
+            pubsub.control_group(self.reply_id),
+            {"type": pubsub.SYNC, "reply_to": channel, "offset": self.sent},
         )
 
     async def _follow(self, channel: str) -> AsyncIterator[bytes]:

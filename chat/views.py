@@ -14,6 +14,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
+from django_htmx.middleware import HtmxDetails
 
 from chat import lifecycle, pubsub, selectors, services
 from chat.exports import export_json, export_markdown
@@ -24,7 +25,11 @@ from chat.subscriber import reply_events
 PAGE = "chat/conversation.html"
 
 
-def signup(request: HttpRequest) -> HttpResponse:
+class HtmxHttpRequest(HttpRequest):
+    htmx: HtmxDetails
+
+
+def signup(request: HtmxHttpRequest) -> HttpResponse:
     form = SignupForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         user = form.save()
@@ -33,7 +38,7 @@ def signup(request: HttpRequest) -> HttpResponse:
     return render(request, "registration/signup.html", {"form": form})
 
 
-def _page_context(request: HttpRequest, conversation: Conversation | None) -> dict[str, Any]:
+def _page_context(request: HtmxHttpRequest, conversation: Conversation | None) -> dict[str, Any]:
     query = request.GET.get("q", "")
     context: dict[str, Any] = {
         "conversation": conversation,
@@ -43,32 +48,35 @@ def _page_context(request: HttpRequest, conversation: Conversation | None) -> di
     if conversation is not None:
         context["messages"] = list(selectors.transcript(conversation=conversation))
         context["settings_form"] = ConversationSettingsForm(
-            initial={"title": conversation.title, "model": conversation.model,
-                     "system_prompt": conversation.system_prompt}
+            initial={
+                "title": conversation.title,
+                "model": conversation.model,
+                "system_prompt": conversation.system_prompt,
+            }
         )
     return context
 
 
 @login_required
 @require_GET
-def home(request: HttpRequest) -> HttpResponse:
+def home(request: HtmxHttpRequest) -> HttpResponse:
     return render(request, PAGE, _page_context(request, None))
 
 
 @login_required
 @require_GET
-def conversation_detail(request: HttpRequest, pk: int) -> HttpResponse:
+def conversation_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     conversation = selectors.conversation_get(user=request.user, pk=pk)
     return render(request, PAGE, _page_context(request, conversation))
 
 
 @login_required
 @require_GET
-def conversation_search(request: HttpRequest) -> HttpResponse:
+def conversation_search(request: HtmxHttpRequest) -> HttpResponse:
     return render(request, PAGE + "#conversation-list", _page_context(request, None))
 
 
-def _error(request: HttpRequest, error: ValidationError, *, status: int = 422) -> HttpResponse:
+def _error(request: HtmxHttpRequest, error: ValidationError, *, status: int = 422) -> HttpResponse:
     response = render(request, PAGE + "#composer-error", {"error": " ".join(error.messages)}, status=status)
     if request.htmx:
         response["HX-Retarget"] = "#composer-error"
@@ -76,24 +84,26 @@ def _error(request: HttpRequest, error: ValidationError, *, status: int = 422) -
     return response
 
 
-async def _render(request: HttpRequest, template: str, context: dict[str, Any], **kwargs: Any) -> HttpResponse:
+async def _render(
+    request: HtmxHttpRequest, template: str, context: dict[str, Any], **kwargs: Any
+) -> HttpResponse:
     # Templates may touch request.user (a lazy sync lookup), so render where sync code is allowed.
     return await sync_to_async(render)(request, template, context, **kwargs)
 
 
-async def _owned_conversation(request: HttpRequest, pk: int) -> Conversation:
+async def _owned_conversation(request: HtmxHttpRequest, pk: int) -> Conversation:
     user = await request.auser()
     return await database_sync_to_async(selectors.conversation_get)(user=user, pk=pk)
 
 
-async def _owned_message(request: HttpRequest, pk: int, message_pk: int) -> Message:
+async def _owned_message(request: HtmxHttpRequest, pk: int, message_pk: int) -> Message:
     user = await request.auser()
     return await database_sync_to_async(selectors.message_get)(user=user, conversation_pk=pk, pk=message_pk)
 
 
 @login_required
 @require_POST
-async def conversation_start(request: HttpRequest) -> HttpResponse:
+async def conversation_start(request: HtmxHttpRequest) -> HttpResponse:
     """The first message of a new conversation: create both, then show the new conversation's pane."""
     user = await request.auser()
     text = request.POST.get("text", "")
@@ -116,7 +126,7 @@ async def conversation_start(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_POST
-async def message_send(request: HttpRequest, pk: int) -> HttpResponse:
+async def message_send(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     conversation = await _owned_conversation(request, pk)
     try:
         sent = await database_sync_to_async(services.message_send)(
@@ -132,7 +142,7 @@ async def message_send(request: HttpRequest, pk: int) -> HttpResponse:
 
 @login_required
 @require_GET
-async def message_stream(request: HttpRequest, pk: int, message_pk: int) -> StreamingHttpResponse:
+async def message_stream(request: HtmxHttpRequest, pk: int, message_pk: int) -> StreamingHttpResponse:
     """Server-sent events for one reply, from the client's offset: `Last-Event-ID` (the browser's own
     reconnect) wins over `?offset=` (what the page knew when it rendered)."""
     message = await _owned_message(request, pk, message_pk)
@@ -154,7 +164,7 @@ def _int(value: str | None) -> int | None:
 
 @login_required
 @require_POST
-async def message_stop(request: HttpRequest, pk: int, message_pk: int) -> HttpResponse:
+async def message_stop(request: HtmxHttpRequest, pk: int, message_pk: int) -> HttpResponse:
     message = await _owned_message(request, pk, message_pk)
     # Both paths: the channel layer reaches the producer at once, the database flag within a save interval.
     if await database_sync_to_async(services.message_request_stop)(reply=message):
@@ -164,7 +174,7 @@ async def message_stop(request: HttpRequest, pk: int, message_pk: int) -> HttpRe
 
 @login_required
 @require_POST
-async def message_retry(request: HttpRequest, pk: int, message_pk: int) -> HttpResponse:
+async def message_retry(request: HtmxHttpRequest, pk: int, message_pk: int) -> HttpResponse:
     message = await _owned_message(request, pk, message_pk)
     try:
         reply = await database_sync_to_async(services.message_retry)(reply=message)
@@ -176,7 +186,7 @@ async def message_retry(request: HttpRequest, pk: int, message_pk: int) -> HttpR
 
 @login_required
 @require_POST
-async def message_continue(request: HttpRequest, pk: int, message_pk: int) -> HttpResponse:
+async def message_continue(request: HtmxHttpRequest, pk: int, message_pk: int) -> HttpResponse:
     message = await _owned_message(request, pk, message_pk)
     try:
         reply = await database_sync_to_async(services.message_continue)(reply=message)
@@ -186,7 +196,7 @@ async def message_continue(request: HttpRequest, pk: int, message_pk: int) -> Ht
     return await _reply_fragment(request, reply)
 
 
-async def _reply_fragment(request: HttpRequest, reply: Message) -> HttpResponse:
+async def _reply_fragment(request: HtmxHttpRequest, reply: Message) -> HttpResponse:
     if not request.htmx:
         return redirect("chat:conversation", pk=reply.conversation_id)
     return await _render(request, PAGE + "#message", {"message": reply})
@@ -194,7 +204,7 @@ async def _reply_fragment(request: HttpRequest, reply: Message) -> HttpResponse:
 
 @login_required
 @require_POST
-def conversation_update(request: HttpRequest, pk: int) -> HttpResponse:
+def conversation_update(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     conversation = selectors.conversation_get(user=request.user, pk=pk)
     form = ConversationSettingsForm(request.POST)
     if form.is_valid():
@@ -213,7 +223,7 @@ def conversation_update(request: HttpRequest, pk: int) -> HttpResponse:
 
 @login_required
 @require_http_methods(["GET", "POST"])
-def conversation_delete(request: HttpRequest, pk: int) -> HttpResponse:
+def conversation_delete(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     conversation = selectors.conversation_get(user=request.user, pk=pk)
     if request.method == "POST":
         services.conversation_delete(conversation=conversation)
@@ -225,7 +235,7 @@ def conversation_delete(request: HttpRequest, pk: int) -> HttpResponse:
 
 @login_required
 @require_GET
-def conversation_export(request: HttpRequest, pk: int, fmt: str) -> HttpResponse:
+def conversation_export(request: HtmxHttpRequest, pk: int, fmt: str) -> HttpResponse:
     conversation = selectors.conversation_get(user=request.user, pk=pk)
     if fmt == "json":
         body, content_type = export_json(conversation), "application/json; charset=utf-8"

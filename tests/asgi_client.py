@@ -134,15 +134,29 @@ class AsgiClient:
         raw = [(b"host", b"testserver"), (b"cookie", cookie.encode())]
         raw += [(k.lower().encode(), v.encode()) for k, v in headers.items()]
         return {
-            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
-            "scheme": "http", "path": parts.path, "raw_path": parts.path.encode(),
-            "query_string": (query or parts.query).encode(), "headers": raw,
-            "client": ("127.0.0.1", 50000), "server": ("testserver", 80),
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": method,
+            "scheme": "http",
+            "path": parts.path,
+            "raw_path": parts.path.encode(),
+            "query_string": (query or parts.query).encode(),
+            "headers": raw,
+            "client": ("127.0.0.1", 50000),
+            "server": ("testserver", 80),
         }
 
     async def request(
-        self, method: str, path: str, *, data: dict[str, str] | None = None, headers: dict[str, str] | None = None,
-        csrf: bool = True, htmx: bool = True, timeout: float = 10.0,
+        self,
+        method: str,
+        path: str,
+        *,
+        data: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+        csrf: bool = True,
+        htmx: bool = True,
+        timeout: float = 10.0,
     ) -> Response:
         headers = dict(headers or {})
         body = b""
@@ -175,11 +189,15 @@ class AsgiClient:
                 for name, morsel in cookie.items():
                     self.cookies[name] = morsel.value
 
-    async def open_stream(self, path: str, *, headers: dict[str, str] | None = None, timeout: float = 10.0) -> Stream:
+    async def open_stream(
+        self, path: str, *, headers: dict[str, str] | None = None, timeout: float = 10.0
+    ) -> Stream:
         communicator = ApplicationCommunicator(self.app, self._scope("GET", path, dict(headers or {}), ""))
         await communicator.send_input({"type": "http.request", "body": b"", "more_body": False})
         start = await communicator.receive_output(timeout)
-        return Stream(communicator, start["status"], {k.decode().lower(): v.decode() for k, v in start["headers"]})
+        return Stream(
+            communicator, start["status"], {k.decode().lower(): v.decode() for k, v in start["headers"]}
+        )
 
 
 def stream_path(html: str) -> str:

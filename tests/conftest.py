@@ -27,7 +27,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Skip browser tests on a machine without Chromium; in CI `.ci/run` turns any such skip into a failure."""
+    """Skip browser tests on a machine without Chromium; in CI such a skip becomes a failure."""
     if shutil.which("chromium") or os.path.exists("/usr/bin/chromium"):
         return
     skip = pytest.mark.skip(reason="Chromium not installed (apt-get install -y chromium)")

@@ -40,7 +40,9 @@ class LiveClient:
 
     async def post(self, url: str, data: dict[str, str] | None = None) -> tuple[int, str]:
         headers = {"X-CSRFToken": self.csrf(), "HX-Request": "true"}
-        async with self.session.post(url, data=data or {}, headers=headers, allow_redirects=False) as response:
+        async with self.session.post(
+            url, data=data or {}, headers=headers, allow_redirects=False
+        ) as response:
             return response.status, await response.text()
 
     async def events(self, url: str, headers: dict[str, str] | None = None) -> AsyncIterator[SSEEvent]:

@@ -25,7 +25,11 @@ def free_port() -> int:
 
 def manage(env: dict[str, str], *args: str) -> str:
     result = subprocess.run(
-        [sys.executable, str(ROOT / "manage.py"), *args], env=env, cwd=ROOT, capture_output=True, text=True,
+        [sys.executable, str(ROOT / "manage.py"), *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
         timeout=120,
     )
     if result.returncode:
@@ -46,17 +50,20 @@ class DaphneProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 30.0) -> DaphneProcess:
-        log = open(self.log_dir / f"daphne-{self.name}.log", "wb")  # noqa: SIM115 - lives with the process
+        log = open(self.log_dir / f"daphne-{self.name}.log", "wb")
         self.process = subprocess.Popen(
             [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(self.port), "chatsite.asgi:application"],
-            env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+            env=self.env,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"daphne {self.name} exited: {self.log()}")
             try:
-                with urlopen(self.url + "/accounts/login/", timeout=2) as response:  # noqa: S310 - loopback
+                with urlopen(self.url + "/accounts/login/", timeout=2) as response:
                     if response.status == 200:
                         return self
             except OSError:

@@ -29,8 +29,13 @@ pytestmark = [pytest.mark.django_db(transaction=True)]
     ids=["error-event", "dropped-tcp", "stall", "no-message-stop"],
 )
 async def test_mid_stream_fault_keeps_partial_and_offers_retry_and_continue(
-    alice_client: AsgiClient, upstream: FakeAnthropic, background: Any, settings: Any,
-    steps: list[Any], code: str, words: str,
+    alice_client: AsgiClient,
+    upstream: FakeAnthropic,
+    background: Any,
+    settings: Any,
+    steps: list[Any],
+    code: str,
+    words: str,
 ) -> None:
     settings.CHAT_UPSTREAM_READ_TIMEOUT = 0.5
     upstream.enqueue(Text("Partial "), Text("answer"), *steps)
@@ -58,8 +63,13 @@ async def test_mid_stream_fault_keeps_partial_and_offers_retry_and_continue(
     ],
 )
 async def test_error_before_streaming_is_explained(
-    alice_client: AsgiClient, upstream: FakeAnthropic, background: Any,
-    status: int, kind: str, words: str, retry: bool,
+    alice_client: AsgiClient,
+    upstream: FakeAnthropic,
+    background: Any,
+    status: int,
+    kind: str,
+    words: str,
+    retry: bool,
 ) -> None:
     upstream.enqueue(HTTPError(status, kind, "nope"))
     _, reply, path = await start_conversation(alice_client)
@@ -80,7 +90,7 @@ async def test_sdk_retries_are_short_and_then_the_reply_streams(
     upstream.enqueue(HTTPError(429, "rate_limit_error", "slow down", retry_after=0.05))
     upstream.enqueue(Text("Third time lucky"), End())
     _, reply, path = await start_conversation(alice_client)
-    _, events = await follow(alice_client, path)
+    _, _events = await follow(alice_client, path)
     reply = await reload(reply)
     assert reply.status == Message.Status.COMPLETE and reply.content == "Third time lucky"
     assert len(upstream.requests) == 3

@@ -63,7 +63,9 @@ def cluster_upstream() -> Iterator[FakeAnthropic]:
 
 
 @pytest.fixture(scope="module")
-def cluster_env(cluster_db: str, cluster_upstream: FakeAnthropic, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+def cluster_env(
+    cluster_db: str, cluster_upstream: FakeAnthropic, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, str]:
     redis.Redis.from_url(REDIS_URL).flushdb()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "CHAT_", "ANTHROPIC_"))},
@@ -81,13 +83,20 @@ def cluster_env(cluster_db: str, cluster_upstream: FakeAnthropic, tmp_path_facto
         "PYTHONUNBUFFERED": "1",
     }
     manage(env, "migrate", "--noinput")
-    manage(env, "shell", "-c", "from django.contrib.auth.models import User; "
-           "User.objects.create_user('multi', password='multi-process-pass-1')")
+    manage(
+        env,
+        "shell",
+        "-c",
+        "from django.contrib.auth.models import User; "
+        "User.objects.create_user('multi', password='multi-process-pass-1')",
+    )
     return env
 
 
 @pytest.fixture(scope="module")
-def servers(cluster_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[DaphneProcess]]:
+def servers(
+    cluster_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[list[DaphneProcess]]:
     log_dir = Path(tmp_path_factory.mktemp("logs"))
     procs = [DaphneProcess(cluster_env, log_dir, name).start() for name in ("a", "b")]
     yield procs
@@ -117,8 +126,9 @@ async def test_post_on_a_stream_on_b_stop_via_b(
     a, b = servers
     cluster_upstream.reset()
     gate = threading.Event()
-    cluster_upstream.enqueue(Text("Served "), Text("by A, "), Text("seen on B"), Wait(gate, timeout=30), Text("!"),
-                             End())
+    cluster_upstream.enqueue(
+        Text("Served "), Text("by A, "), Text("seen on B"), Wait(gate, timeout=30), Text("!"), End()
+    )
     await user.login(a.url, "multi", "multi-process-pass-1")
     status, fragment = await user.post(a.url + "/c/start/", {"text": "Hello cluster"})
     assert status == 200, fragment
@@ -177,8 +187,12 @@ async def test_two_tabs_on_two_processes_see_the_same_reply(
 
 
 async def test_sigkilled_process_reply_is_marked_interrupted_within_the_bound(
-    servers: list[DaphneProcess], cluster_env: dict[str, str], cluster_upstream: FakeAnthropic, cluster_db: str,
-    user: LiveClient, tmp_path: Path,
+    servers: list[DaphneProcess],
+    cluster_env: dict[str, str],
+    cluster_upstream: FakeAnthropic,
+    cluster_db: str,
+    user: LiveClient,
+    tmp_path: Path,
 ) -> None:
     _, b = servers
     victim = DaphneProcess(cluster_env, tmp_path, "victim").start()

@@ -25,15 +25,25 @@ def alice_web(alice: User) -> Client:
 def make_conversation(user: User, *, title: str = "Plans", reply: str = "Sure.") -> Conversation:
     conversation = Conversation.objects.create(user=user, title=title)
     Message.objects.create(conversation=conversation, role="user", content="Hello?")
-    Message.objects.create(conversation=conversation, role="assistant", content=reply, status="complete",
-                           model="claude-sonnet-5-5", input_tokens=5, output_tokens=2, ttft_ms=120)
+    Message.objects.create(
+        conversation=conversation,
+        role="assistant",
+        content=reply,
+        status="complete",
+        model="claude-sonnet-5-5",
+        input_tokens=5,
+        output_tokens=2,
+        ttft_ms=120,
+    )
     return conversation
 
 
 def test_signup_login_logout() -> None:
     client = Client()
-    response = client.post("/accounts/signup/", {"username": "carol", "password1": "a-long-pass-phrase-9",
-                                                 "password2": "a-long-pass-phrase-9"})
+    response = client.post(
+        "/accounts/signup/",
+        {"username": "carol", "password1": "a-long-pass-phrase-9", "password2": "a-long-pass-phrase-9"},
+    )
     assert response.status_code == 302
     assert client.get("/").status_code == 200
     assert client.post("/accounts/logout/").status_code == 302
@@ -50,7 +60,9 @@ def test_chat_pages_need_login(alice: User) -> None:
         assert response.status_code == 302 and response["Location"].startswith("/accounts/login/"), url
 
 
-def test_conversation_page_shows_saved_messages_newest_conversation_first(alice: User, alice_web: Client) -> None:
+def test_conversation_page_shows_saved_messages_newest_conversation_first(
+    alice: User, alice_web: Client
+) -> None:
     older = make_conversation(alice, title="Older")
     newer = make_conversation(alice, title="Newer", reply="**bold** and `code`")
     page = alice_web.get(f"/c/{newer.pk}/").content.decode()
@@ -84,7 +96,9 @@ def test_demo_banner_without_key(alice_web: Client, settings: Any) -> None:
         ("post", "/c/{c}/m/{m}/continue/"),
     ],
 )
-def test_another_users_urls_answer_404_and_change_nothing(alice: User, make_user: Any, method: str, path: str) -> None:
+def test_another_users_urls_answer_404_and_change_nothing(
+    alice: User, make_user: Any, method: str, path: str
+) -> None:
     conversation = make_conversation(alice)
     reply = conversation.messages.get(role="assistant")
     mallory = Client()
@@ -104,8 +118,16 @@ def test_message_of_another_conversation_is_404(alice: User, alice_web: Client) 
 
 @pytest.mark.parametrize(
     "path",
-    ["/c/start/", "/c/{c}/send/", "/c/{c}/settings/", "/c/{c}/delete/", "/c/{c}/m/{m}/stop/",
-     "/c/{c}/m/{m}/retry/", "/c/{c}/m/{m}/continue/", "/accounts/logout/"],
+    [
+        "/c/start/",
+        "/c/{c}/send/",
+        "/c/{c}/settings/",
+        "/c/{c}/delete/",
+        "/c/{c}/m/{m}/stop/",
+        "/c/{c}/m/{m}/retry/",
+        "/c/{c}/m/{m}/continue/",
+        "/accounts/logout/",
+    ],
 )
 def test_every_post_enforces_csrf(alice: User, path: str) -> None:
     conversation = make_conversation(alice)
@@ -135,24 +157,34 @@ def test_empty_or_too_long_message_gets_inline_error_and_saves_nothing(
     assert Conversation.objects.count() == 1 and Message.objects.count() == 2
 
 
-XSS = '<script>alert(1)</script><img src=x onerror=alert(2)>"\'&'
+XSS = "<script>alert(1)</script><img src=x onerror=alert(2)>\"'&"
 
 
 def test_hostile_text_is_inert_in_user_and_model_messages(alice: User, alice_web: Client) -> None:
     conversation = Conversation.objects.create(user=alice, title=XSS)
     Message.objects.create(conversation=conversation, role="user", content=XSS)
-    Message.objects.create(conversation=conversation, role="assistant", content=XSS + "\n\n[x](javascript:alert(3))",
-                           status="complete")
+    Message.objects.create(
+        conversation=conversation,
+        role="assistant",
+        content=XSS + "\n\n[x](javascript:alert(3))",
+        status="complete",
+    )
     page = alice_web.get(f"/c/{conversation.pk}/").content.decode()
-    assert "<script>alert" not in page and "<img src=x" not in page and "onerror=alert" not in page.replace(
-        "onerror=alert(2)&gt;", "")
+    assert (
+        "<script>alert" not in page
+        and "<img src=x" not in page
+        and "onerror=alert" not in page.replace("onerror=alert(2)&gt;", "")
+    )
     assert 'href="javascript:' not in page  # markdown-it refuses the link; it stays inert text
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
 
 
 def test_rename_and_delete_with_confirmation(alice: User, alice_web: Client) -> None:
     conversation = make_conversation(alice)
-    alice_web.post(f"/c/{conversation.pk}/settings/", {"title": "  New   name ", "model": "", "system_prompt": "Be brief."})
+    alice_web.post(
+        f"/c/{conversation.pk}/settings/",
+        {"title": "  New   name ", "model": "", "system_prompt": "Be brief."},
+    )
     conversation.refresh_from_db()
     assert conversation.title == "New name" and conversation.system_prompt == "Be brief."
     confirm = alice_web.get(f"/c/{conversation.pk}/delete/")

@@ -46,7 +46,7 @@ async def test_last_event_id_wins_over_offset_and_finished_replies_replay_from_o
     alice_client: AsgiClient, upstream: FakeAnthropic, background: Any
 ) -> None:
     upstream.enqueue(Text("0123456789"), End())
-    _, reply, path = await start_conversation(alice_client)
+    _, _reply, path = await start_conversation(alice_client)
     await follow(alice_client, path)
     base = path.split("?")[0]
     _, events = await follow(alice_client, base + "?offset=4")
@@ -114,7 +114,7 @@ async def test_retry_regenerates_and_keeps_the_old_attempt(
     new = await Message.objects.filter(conversation=conversation, role="assistant").alast()
     assert new is not None and new.pk != reply.pk
     assert f'id="msg-{new.pk}"' in response.text and "sse-connect" in response.text
-    _, events = await follow(alice_client, f"/c/{conversation.pk}/m/{new.pk}/stream/")
+    _, _events = await follow(alice_client, f"/c/{conversation.pk}/m/{new.pk}/stream/")
     assert (await reload(new)).content == "A whole answer."
     old = await reload(reply)
     assert old.superseded and old.content == "Half an ans"  # nothing is lost, but it leaves the transcript
@@ -180,7 +180,10 @@ async def test_a_reply_whose_process_died_is_marked_interrupted(
     conversation = await Conversation.objects.acreate(user=alice, title="t")
     await Message.objects.acreate(conversation=conversation, role="user", content="q")
     orphan = await Message.objects.acreate(
-        conversation=conversation, role="assistant", status="streaming", content="Half",
+        conversation=conversation,
+        role="assistant",
+        status="streaming",
+        content="Half",
         lease_expires_at=timezone.now() - timedelta(seconds=1),
     )
     stream = await alice_client.open_stream(f"/c/{conversation.pk}/m/{orphan.pk}/stream/?offset=0")
@@ -198,7 +201,10 @@ async def test_subscriber_notices_a_dead_producer_without_any_reaper(
     """No `end` will ever be published: the subscriber sees the lapsed lease itself and finishes."""
     conversation = await Conversation.objects.acreate(user=alice, title="t")
     orphan = await Message.objects.acreate(
-        conversation=conversation, role="assistant", status="streaming", content="Half",
+        conversation=conversation,
+        role="assistant",
+        status="streaming",
+        content="Half",
         lease_expires_at=timezone.now() + timedelta(seconds=1),
     )
     stream = await alice_client.open_stream(f"/c/{conversation.pk}/m/{orphan.pk}/stream/?offset=4")

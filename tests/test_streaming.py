@@ -98,7 +98,9 @@ async def test_response_opens_at_once_and_keepalives_flow_during_a_pause(
     assert first["body"].startswith(b"retry: 1000\n") and upstream.sent == []
     stream.buffer += first["body"].decode()
     while "keepalive" not in stream.comments:
-        stream.comments += parse_sse(stream.buffer + (await stream.communicator.receive_output(5))["body"].decode())[1]
+        stream.comments += parse_sse(
+            stream.buffer + (await stream.communicator.receive_output(5))["body"].decode()
+        )[1]
     gate.set()
     events = await stream.events_until("done")
     assert [e.data for e in events if e.event == "delta"] == ["late"]

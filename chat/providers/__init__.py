@@ -8,7 +8,16 @@ from chat.providers.anthropic_provider import AnthropicProvider
 from chat.providers.base import Finished, Provider, ReplyRequest, Started, StreamEvent, TextDelta
 from chat.providers.demo import DemoProvider
 
-__all__ = ["Finished", "Provider", "ReplyRequest", "Started", "StreamEvent", "TextDelta", "get_provider", "is_demo_mode"]
+__all__ = [
+    "Finished",
+    "Provider",
+    "ReplyRequest",
+    "Started",
+    "StreamEvent",
+    "TextDelta",
+    "get_provider",
+    "is_demo_mode",
+]
 
 
 def is_demo_mode() -> bool:

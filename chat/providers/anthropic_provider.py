@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 import anthropic
 import httpx2
@@ -13,14 +13,15 @@ import httpx2
 from chat.errors import ReplyFailure
 from chat.providers.base import Finished, ReplyRequest, Started, StreamEvent, TextDelta
 
-
 _ClientKey = tuple[str, str, int, float, float]
 _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[_ClientKey, anthropic.AsyncAnthropic]] = (
     weakref.WeakKeyDictionary()
 )
 
 
-def _client(api_key: str, base_url: str, max_retries: int, connect: float, read: float) -> anthropic.AsyncAnthropic:
+def _client(
+    api_key: str, base_url: str, max_retries: int, connect: float, read: float
+) -> anthropic.AsyncAnthropic:
     # One client (one connection pool, reused across replies) per event loop and configuration: a pool's
     # connections belong to the loop that opened them.
     per_loop = _clients.setdefault(asyncio.get_running_loop(), {})
@@ -45,7 +46,7 @@ class AnthropicProvider:
         self.read_timeout = read_timeout
         self.config = (api_key, base_url, max_retries, connect_timeout, read_timeout)
 
-    async def stream(self, request: ReplyRequest) -> AsyncIterator[StreamEvent]:
+    async def stream(self, request: ReplyRequest) -> AsyncGenerator[StreamEvent, None]:
         try:
             # Leaving this block (normally, by exception, or by cancellation) closes the HTTP stream.
             async with _client(*self.config).messages.stream(
@@ -58,7 +59,9 @@ class AnthropicProvider:
                     if event.type == "text" and event.text:
                         yield TextDelta(event.text)
                     elif event.type == "message_start":
-                        yield Started(model=event.message.model, input_tokens=event.message.usage.input_tokens)
+                        yield Started(
+                            model=event.message.model, input_tokens=event.message.usage.input_tokens
+                        )
                 final = await stream.get_final_message()
         except anthropic.APIStatusError as exc:
             raise map_status_error(exc) from exc
@@ -68,10 +71,13 @@ class AnthropicProvider:
             raise ReplyFailure("connection", "Could not connect to the model provider.") from exc
         except httpx2.ReadTimeout as exc:
             raise ReplyFailure(
-                "stalled", f"The model sent nothing for {self.read_timeout:g} seconds, so the response was cut off."
+                "stalled",
+                f"The model sent nothing for {self.read_timeout:g} seconds, so the response was cut off.",
             ) from exc
         except httpx2.TransportError as exc:
-            raise ReplyFailure("dropped", "The connection to the model dropped in the middle of the response.") from exc
+            raise ReplyFailure(
+                "dropped", "The connection to the model dropped in the middle of the response."
+            ) from exc
         yield Finished(
             stop_reason=final.stop_reason,
             model=final.model,
@@ -100,7 +106,9 @@ def map_status_error(exc: anthropic.APIStatusError) -> ReplyFailure:
             "configuration", "The model provider does not know the configured model.", retryable=False
         )
     if status == 429:
-        return ReplyFailure("rate_limited", "Too many requests reached the model provider. Wait a moment and retry.")
+        return ReplyFailure(
+            "rate_limited", "Too many requests reached the model provider. Wait a moment and retry."
+        )
     if status == 529 or isinstance(exc, anthropic.OverloadedError):
         return ReplyFailure("overloaded", "The model is overloaded right now. Try again in a moment.")
     if status >= 500:

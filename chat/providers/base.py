@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -44,8 +44,10 @@ class Provider(Protocol):
     name: str
     is_demo: bool
 
-    def stream(self, request: ReplyRequest) -> AsyncIterator[StreamEvent]:
-        """Yield `Started` (optional), text deltas, then exactly one `Finished`. Raise `ReplyFailure` on provider errors.
+    def stream(self, request: ReplyRequest) -> AsyncGenerator[StreamEvent, None]:
+        """Yield `Started` (optional), text deltas, then exactly one `Finished`.
+
+        Raise `ReplyFailure` on provider errors.
 
         Closing the iterator (or cancelling the task that drives it) must close the upstream connection,
         so that Stop also stops billing."""

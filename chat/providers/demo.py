@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from chat.providers.base import Finished, ReplyRequest, StreamEvent, TextDelta
 
@@ -19,7 +19,7 @@ def demo_reply(prompt: str) -> str:
         f"You wrote: “{quoted}”\n\n"
         "With a key in `.env`, this page streams Claude's answer token by token, and every reply — finished "
         "or cut off — is saved. Markdown renders once the reply ends:\n\n"
-        "```python\ndef greet(name: str) -> str:\n    return f\"Hello, {name}!\"\n```\n\n"
+        '```python\ndef greet(name: str) -> str:\n    return f"Hello, {name}!"\n```\n\n'
         "- Stop ends a reply at once and keeps what arrived.\n- Reload mid-reply and it carries on.\n"
     )
 
@@ -31,7 +31,7 @@ class DemoProvider:
     def __init__(self, *, token_delay: float) -> None:
         self.token_delay = token_delay
 
-    async def stream(self, request: ReplyRequest) -> AsyncIterator[StreamEvent]:
+    async def stream(self, request: ReplyRequest) -> AsyncGenerator[StreamEvent, None]:
         last_user = next((m for m in reversed(request.messages) if m["role"] == "user"), None)
         prompt = last_user["content"] if last_user and isinstance(last_user["content"], str) else ""
         # Words with their following whitespace: about the size of model tokens.
@@ -40,5 +40,9 @@ class DemoProvider:
         for token in tokens:
             yield TextDelta(token)
             await asyncio.sleep(self.token_delay)
-        yield Finished(stop_reason="end_turn", model=DEMO_MODEL, input_tokens=len(prompt.split()),
-                       output_tokens=len(tokens))
+        yield Finished(
+            stop_reason="end_turn",
+            model=DEMO_MODEL,
+            input_tokens=len(prompt.split()),
+            output_tokens=len(tokens),
+        )

@@ -9,4 +9,4 @@ register = template.Library()
 @register.filter
 def markdown(text: str) -> SafeString:
     # render_markdown escapes raw HTML and sanitises the result with nh3, so marking it safe is sound.
-    return mark_safe(render_markdown(text))  # noqa: S308
+    return mark_safe(render_markdown(text))

@@ -108,16 +108,16 @@ def chat_server(fake_upstream: FakeAnthropic) -> Iterator[LiveServer]:
         "LOG_LEVEL": "WARNING",
         "PYTHONUNBUFFERED": "1",
     }
-    env.pop("DJANGO_SETTINGS_MODULE", None)
+    env["DJANGO_SETTINGS_MODULE"] = "tests.browser.live_settings"
     subprocess.run(
         [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
-        cwd=ROOT, env={**env, "DJANGO_SETTINGS_MODULE": "tests.browser.live_settings"}, check=True, timeout=120,
+        cwd=ROOT, env=env, check=True, timeout=120,
     )
     log_path = data_dir / "daphne.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
             [str(VENV_BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port), "chatsite.asgi:application"],
-            cwd=ROOT, env={**env, "DJANGO_SETTINGS_MODULE": "tests.browser.live_settings"}, stdout=log,
+            cwd=ROOT, env=env, stdout=log,
             stderr=subprocess.STDOUT,
         )
     server = LiveServer(f"http://127.0.0.1:{port}", data_dir, log_path)
@@ -200,7 +200,7 @@ def sign_up(page: Page, name: str) -> None:
 
 @pytest.fixture
 def context(new_context: Any) -> BrowserContext:
-    return new_context()  # type: ignore[no-any-return]
+    return new_context()
 
 
 @pytest.fixture

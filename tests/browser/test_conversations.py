@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import BrowserContext, Page, expect
 
-from tests.browser.conftest import PASSWORD, finished_reply, send, sign_up
+from tests.browser.conftest import PASSWORD, finished_reply, send, shot, sign_up
 from tests.fake_anthropic import End, FakeAnthropic, Text
 
 pytestmark = pytest.mark.browser
@@ -57,6 +57,7 @@ def test_switch_rename_search_export_and_delete(page: Page, upstream: FakeAnthro
 
     # Rename
     page.locator(".conversation-settings summary").click()
+    shot(page, "settings")
     page.get_by_label("Title").fill("Lisbon in May")
     page.get_by_role("button", name="Save").click()
     expect(page.locator("#conversation-title")).to_have_text("Lisbon in May")

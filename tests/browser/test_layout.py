@@ -24,15 +24,16 @@ def test_keyboard_only(page: Page, upstream: FakeAnthropic) -> None:
         focused = page.evaluate("document.activeElement.id")
         if focused == "composer-text":
             break
+        if page.evaluate("document.activeElement === document.body"):
+            continue  # focus went round through the browser's own UI
         # Every stop on the way is a labelled control with a visible focus ring.
         label = page.evaluate(
             "(el => el.getAttribute('aria-label') || el.labels?.[0]?.textContent || el.textContent)"
             "(document.activeElement)"
         )
         assert label and label.strip(), page.evaluate("document.activeElement.outerHTML")
-        assert page.evaluate("getComputedStyle(document.activeElement).outlineStyle") != "none", page.evaluate(
-            "document.activeElement.outerHTML"
-        )
+        outline = page.evaluate("getComputedStyle(document.activeElement).outlineStyle")
+        assert outline != "none", page.evaluate("document.activeElement.outerHTML")
     else:
         pytest.fail("Tab never reached the composer")
     box = page.locator("#composer-text")
@@ -113,12 +114,14 @@ def test_page_weight(page: Page, upstream: FakeAnthropic) -> None:
     send(page, "Weigh me")
     expect(finished_reply(page)).to_contain_text("Hi.")
     page.reload()
-    page.wait_for_load_state("load")
-    entries = page.evaluate(
-        "performance.getEntriesByType('resource')"
-        ".filter(e => /\\.(js|css)(\\?|$)/.test(e.name))"
-        ".map(e => [e.name, e.decodedBodySize])"
+    urls = page.evaluate(
+        "[...document.querySelectorAll('script[src], link[rel=stylesheet]')].map(e => e.src || e.href)"
     )
+    entries = []
+    for url in urls:
+        response = page.request.get(url)
+        assert response.ok, url
+        entries.append((url, len(response.body())))
     total = sum(size for _, size in entries)
     print(f"\npage weight: {total} bytes of JS+CSS ({total / 1024:.1f} KB) from {len(entries)} files")
     assert {name.rsplit("/", 1)[-1] for name, _ in entries} >= {"htmx.min.js", "app.js", "app.css"}

@@ -20,7 +20,7 @@ from tests.fake_anthropic import End, FakeAnthropic, Text, Wait
 
 pytestmark = pytest.mark.browser
 
-CODE_REPLY = "Here is **bold** and code:\n\n```python\ndef greet(name):\n    return f\"hi {name}\"\n```\n\nDone."
+CODE_REPLY = 'Here is **bold** and code:\n\n```python\ndef greet(name):\n    return f"hi {name}"\n```\n\nEnd.'
 
 
 def test_thinking_then_first_token_early_then_final_equals_database(
@@ -35,6 +35,7 @@ def test_thinking_then_first_token_early_then_final_equals_database(
     reply = last_reply(page)
     expect(reply).to_have_attribute("aria-busy", "true")
     expect(reply.locator(".thinking")).to_be_visible()  # nothing from the model yet
+    shot(page, "thinking")
     expect(page).to_have_url(re.compile(r"/c/\d+/$"))
     expect(page.locator("#conversation-list")).to_contain_text("Show me some code")  # automatic title
 
@@ -67,7 +68,9 @@ def test_thinking_then_first_token_early_then_final_equals_database(
     assert reloaded.inner_text() == live_text
 
 
-def test_enter_sends_and_composer_is_usable_right_after_the_reply(page: Page, upstream: FakeAnthropic) -> None:
+def test_enter_sends_and_composer_is_usable_right_after_the_reply(
+    page: Page, upstream: FakeAnthropic
+) -> None:
     upstream.enqueue(Text("First answer."), End())
     send(page, "One")
     expect(finished_reply(page)).to_contain_text("First answer.")
