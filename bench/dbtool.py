@@ -43,19 +43,27 @@ def _setup_django() -> None:
     django.setup()
 
 
-def setup(users: int) -> list[str]:
-    from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
-    from django.contrib.auth.hashers import make_password
-    from django.contrib.auth.models import User
-    from django.contrib.sessions.backends.db import SessionStore
+def migrate() -> None:
+    """Migrate and (re)install the write-counting triggers; idempotent, so it runs before every app server
+    start (the code under test may gain migrations while a sweep runs)."""
     from django.core.management import call_command
-    from django.db import connection, transaction
+    from django.db import connection
 
     call_command("migrate", interactive=False, verbosity=0)
     statements = SQLITE_TRIGGERS if connection.vendor == "sqlite" else POSTGRES_TRIGGERS
     with connection.cursor() as cursor:
         for sql in statements:
             cursor.execute(sql)
+
+
+def setup(users: int) -> list[str]:
+    from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
+    from django.contrib.auth.hashers import make_password
+    from django.contrib.auth.models import User
+    from django.contrib.sessions.backends.db import SessionStore
+    from django.db import transaction
+
+    migrate()
     names = [f"bench{i:05d}" for i in range(users)]
     existing = set(User.objects.filter(username__in=names).values_list("username", flat=True))
     User.objects.bulk_create(
@@ -116,12 +124,15 @@ def main(argv: list[str] | None = None) -> int:
     p_setup = sub.add_parser("setup")
     p_setup.add_argument("--users", type=int, required=True)
     p_setup.add_argument("--out", required=True, help="JSON file: list of session keys")
+    sub.add_parser("migrate")
     p_check = sub.add_parser("check")
     p_check.add_argument("--ids", required=True, help="JSON file: list of reply ids")
     p_check.add_argument("--out", required=True)
     args = parser.parse_args(argv)
     _setup_django()
-    if args.command == "setup":
+    if args.command == "migrate":
+        migrate()
+    elif args.command == "setup":
         Path(args.out).write_text(json.dumps(setup(args.users)))
     else:
         Path(args.out).write_text(json.dumps(check(json.loads(Path(args.ids).read_text()))))

@@ -23,6 +23,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -209,6 +210,7 @@ class Sweep:
         self.pg_db = f"chatsite_bench_{os.getpid()}" if opts.db == "postgres" else ""
         self.env = self._env()
         self.rows: list[Row] = []
+        self.on_row: Callable[[list[Row]], None] | None = None
 
     def _env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k not in SCRUB}
@@ -305,6 +307,14 @@ class Sweep:
         else:
             app = "bench.relay_asgi:application" if target == "relay" else "chatsite.asgi:application"
             cmd = [str(bin_dir / "daphne"), "-b", "127.0.0.1", "-p", str(port), app]
+        if target != "relay":
+            subprocess.run(
+                [sys.executable, "-m", "bench.dbtool", "migrate"],
+                cwd=ROOT,
+                env=self.env,
+                check=True,
+                timeout=300,
+            )
         proc = Proc(f"server-{target}", cmd, self.env, self.logs)
         url = f"http://127.0.0.1:{port}"
         _wait_ready(url + ("/" if target == "relay" else "/accounts/login/"), proc)
@@ -513,6 +523,13 @@ class Sweep:
             row.stream_s_mean = sum(durations) / len(durations)
 
     def run(self) -> list[Row]:
+        try:
+            self._run()
+        except KeyboardInterrupt:
+            self.log("interrupted: reporting the levels done so far")
+        return self.rows
+
+    def _run(self) -> None:
         active = list(self.opts.targets)
         for n in self.opts.levels:
             for target in list(active):
@@ -535,9 +552,10 @@ class Sweep:
                     )
                     active.remove(target)
                     self.stop_server(target)
+                if self.on_row is not None:
+                    self.on_row(self.rows)
             if not active:
                 break
-        return self.rows
 
 
 def deltas_time(opts: Options) -> float:
@@ -604,13 +622,43 @@ def main(argv: list[str] | None = None) -> int:
     opts = parse_args(argv)
     raise_nofile_limit()
     opts.out.mkdir(parents=True, exist_ok=True)
+
+    def on_term(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started in the background
     sweep = Sweep(opts)
     started = dt.datetime.now()
+    sweep.on_row = lambda rows: _write(opts, started, rows, final=False)
     try:
         sweep.start()
         rows = sweep.run()
     finally:
         sweep.close()
+    _write(opts, started, rows, final=True)
+    return 0
+
+
+def _git_state() -> str:
+    """The commit measured, and whether app files differed from it (the working tree is what runs)."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "chat", "chatsite", "templates"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{head} + uncommitted changes in {len(dirty.splitlines())} app files" if dirty else head
+
+
+def _write(opts: Options, started: dt.datetime, rows: list[Row], *, final: bool) -> None:
     meta = report.machine() | {
         "date": started.isoformat(timespec="seconds"),
         "db": opts.db,
@@ -622,15 +670,17 @@ def main(argv: list[str] | None = None) -> int:
         "targets": opts.targets,
         "restart_per_level": opts.restart,
         "minutes": round((dt.datetime.now() - started).total_seconds() / 60, 1),
+        "code": _git_state(),
     }
     data = {"meta": meta, "rows": [asdict(r) | {"held": r.held} for r in rows]}
     write_atomic(opts.out / "results.json", json.dumps(data, indent=1))
     text = report.markdown(data)
     write_atomic(opts.out / "results.md", text)
+    if not final:
+        return
     plotted = report.plot(data, opts.out / "plot.png")
     print(text)
     print(f"results: {opts.out / 'results.md'}" + (f", plot: {opts.out / 'plot.png'}" if plotted else ""))
-    return 0
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@ partial answer is never only in memory."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
 from django.db import models
 
@@ -41,7 +43,13 @@ class Message(models.Model):
 
     conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="messages")
     role = models.CharField(max_length=16, choices=Role.choices)
+    # The text shown on the page (all rounds); stream offsets count characters of it.
     content = models.TextField(blank=True)
+    # With tool use: the whole exchange as Messages API turns (assistant text/tool_use, user tool_result),
+    # replayed verbatim in the next request's history.
+    blocks = models.JSONField(default=list, blank=True)
+    # A remark shown under a finished reply, e.g. that the tool-round limit was reached.
+    note = models.CharField(max_length=300, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.COMPLETE, db_index=True)
     # Plain-words cause shown under a cut-off reply, and a short machine code for it (e.g. "overloaded").
     error_code = models.CharField(max_length=40, blank=True)
@@ -82,3 +90,34 @@ class Message(models.Model):
     @property
     def can_continue(self) -> bool:
         return self.is_cut_off and bool(self.content.strip())
+
+    def segments(self) -> list[dict[str, Any]]:
+        """What to show, in order: text segments and tool calls (with their results)."""
+        if not self.blocks:
+            return [{"kind": "text", "text": self.content}]
+        results: dict[str, dict[str, Any]] = {}
+        for turn in self.blocks:
+            if turn["role"] == "user":
+                for block in turn["content"]:
+                    if block.get("type") == "tool_result":
+                        results[block["tool_use_id"]] = block
+        shown: list[dict[str, Any]] = []
+        for turn in self.blocks:
+            if turn["role"] != "assistant":
+                continue
+            for block in turn["content"]:
+                if block["type"] == "text" and block["text"].strip():
+                    shown.append({"kind": "text", "text": block["text"]})
+                elif block["type"] == "tool_use":
+                    result = results.get(block["id"], {})
+                    shown.append(
+                        {
+                            "kind": "tool",
+                            "id": block["id"],
+                            "name": block["name"],
+                            "input": block["input"],
+                            "result": result.get("content"),
+                            "is_error": bool(result.get("is_error")),
+                        }
+                    )
+        return shown

@@ -1,7 +1,8 @@
 """Names and message shapes on the channel layer, shared by the producer and its subscribers.
 
 Each reply has two groups:
-- its audience (`reply.<id>`): the producer publishes `chunk` (text from a character offset) and `end`;
+- its audience (`reply.<id>`): the producer publishes `chunk` (text from a character offset), `tool`
+  (a tool call's progress, as HTML) and `end`;
 - its control (`reply-control.<id>`): subscribers ask for `sync` (the text from an offset, answered to
   their own channel) and any process asks for `stop`.
 Delivery is at-most-once, so subscribers detect gaps by offset and ask for a sync; the database
@@ -17,6 +18,7 @@ CHUNK = "reply.chunk"
 END = "reply.end"
 SYNC = "reply.sync"
 STOP = "reply.stop"
+TOOL = "reply.tool"  # a tool call's progress, as an HTML fragment
 
 
 class Chunk(TypedDict):

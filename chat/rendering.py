@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import functools
 import html
+import json
+from typing import Any
 
 import nh3
+from django.utils.html import format_html
+from django.utils.safestring import mark_safe
 from markdown_it import MarkdownIt
 from pygments import highlight
 from pygments.formatters import HtmlFormatter
@@ -85,4 +89,34 @@ def render_markdown(text: str) -> str:
         url_schemes={"http", "https", "mailto"},
         link_rel="noopener noreferrer nofollow",
         filter_style_properties={"text-align"},
+    )
+
+
+def tool_call_html(
+    *,
+    tool_id: str,
+    label: str,
+    arguments: dict[str, Any] | None,
+    result: str | None,
+    is_error: bool,
+    update: bool = False,
+) -> str:
+    """A tool call as the page shows it, live (`update` replaces the earlier box by id) and when saved."""
+    if result is None:
+        status = f"Using {label}…"
+    else:
+        status = f"{label[:1].upper()}{label[1:]} failed" if is_error else f"Used {label}"
+    parts = [format_html('<div class="tool-status">{}</div>', status)]
+    if arguments is not None:
+        parts.append(
+            format_html('<pre class="tool-input">{}</pre>', json.dumps(arguments, ensure_ascii=False))
+        )
+    if result is not None:
+        parts.append(format_html('<pre class="tool-result">{}</pre>', result))
+    return format_html(
+        '<div class="tool-call{}" id="tool-{}"{} role="note">{}</div>',
+        " is-error" if is_error else (" is-running" if result is None else ""),
+        tool_id,
+        mark_safe(' hx-swap-oob="true"') if update else "",
+        mark_safe("".join(parts)),
     )

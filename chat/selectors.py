@@ -43,17 +43,45 @@ def conversation_usage(*, conversation: Conversation) -> dict[str, int]:
     return {"input": totals["input"] or 0, "output": totals["output"] or 0}
 
 
+def split_prefill(blocks: list[dict[str, Any]], content: str) -> tuple[list[dict[str, Any]], str]:
+    """A reply's saved tool rounds, and the trailing text that a Continue extends (its prefill)."""
+    if not blocks:
+        return [], content.rstrip()
+    last = blocks[-1]
+    if last["role"] == "assistant" and all(b["type"] == "text" for b in last["content"]):
+        return blocks[:-1], "".join(b["text"] for b in last["content"]).rstrip()
+    return blocks, ""
+
+
+def _append(history: list[dict[str, Any]], role: str, content: str | list[dict[str, Any]]) -> None:
+    """Add a turn; consecutive turns of one role (a tool_result, then the user's next text) become one."""
+    if history and history[-1]["role"] == role:
+        previous = history[-1]["content"]
+        as_blocks = [{"type": "text", "text": previous}] if isinstance(previous, str) else list(previous)
+        new = [{"type": "text", "text": content}] if isinstance(content, str) else list(content)
+        history[-1] = {"role": role, "content": as_blocks + new}
+    else:
+        history.append({"role": role, "content": content})
+
+
 def provider_history(*, reply: Message) -> tuple[list[dict[str, Any]], str, str]:
-    """The messages to send for `reply`: everything visible before it, then its partial text (Continue)."""
+    """The messages to send for `reply`: everything visible before it (tool rounds exactly as saved), then,
+    for Continue, its own earlier rounds and partial text."""
     conversation = reply.conversation
     history: list[dict[str, Any]] = []
-    for message in conversation.messages.filter(superseded=False, pk__lt=reply.pk).order_by(
-        "created_at", "id"
-    ):
+    earlier = conversation.messages.filter(superseded=False, pk__lt=reply.pk).order_by("created_at", "id")
+    for message in earlier:
+        if message.blocks:
+            for turn in message.blocks:
+                _append(history, turn["role"], turn["content"])
+            continue
         text = message.content if message.role == Message.Role.USER else message.content.rstrip()
         if text.strip():  # an empty failed reply would be rejected by the API
-            history.append({"role": message.role, "content": text})
-    if reply.content.strip():
-        history.append({"role": "assistant", "content": reply.content.rstrip()})
+            _append(history, message.role, text)
+    rounds, prefill = split_prefill(reply.blocks, reply.content)
+    for turn in rounds:
+        _append(history, turn["role"], turn["content"])
+    if prefill:
+        _append(history, "assistant", prefill)
     system = conversation.system_prompt or settings.CHAT_SYSTEM_PROMPT
     return history, system, conversation.model or settings.CHAT_MODEL

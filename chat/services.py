@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import User
@@ -168,6 +169,7 @@ def message_continue(*, reply: Message) -> Message:
         error_code="",
         error_message="",
         stop_reason="",
+        note="",
         stop_requested=False,
         finished_at=None,
         lease_expires_at=_lease(),
@@ -207,11 +209,20 @@ def reply_save_progress(*, reply_id: int, content: str, ttft_ms: int | None) -> 
     return ProgressResult(exists=True, stop_requested=bool(stop))
 
 
+def reply_save_blocks(*, reply_id: int, content: str, blocks: list[dict[str, Any]]) -> None:
+    """Save a finished tool round (once per round, not per token)."""
+    Message.objects.filter(pk=reply_id, status=Message.Status.STREAMING).update(
+        content=content, blocks=blocks, lease_expires_at=_lease()
+    )
+
+
 def reply_finish(
     *,
     reply_id: int,
     content: str,
     status: str,
+    blocks: list[dict[str, Any]] | None = None,
+    note: str = "",
     error: ReplyFailure | None = None,
     stop_reason: str | None = None,
     model: str | None = None,
@@ -226,12 +237,15 @@ def reply_finish(
         "error_code": error.code if error else "",
         "error_message": error.message if error else "",
         "stop_reason": stop_reason or "",
+        "note": note[:300],
         "finished_at": timezone.now(),
         "lease_expires_at": None,
         "duration_ms": duration_ms,
     }
     if model:
         fields["model"] = model
+    if blocks is not None:
+        fields["blocks"] = blocks
     if ttft_ms is not None:
         fields["ttft_ms"] = ttft_ms
     # Continue adds to the usage of the attempts before it rather than overwriting it.

@@ -127,6 +127,10 @@ class _Subscription:
                     async for frame in self._finish(snapshot.content):
                         yield frame
                 return
+            if message["type"] == pubsub.TOOL:
+                last_frame = time.monotonic()
+                yield sse.event("tool", message["html"])
+                continue
             if message["type"] != pubsub.CHUNK:
                 continue
             start, text = int(message["start"]), str(message["text"])

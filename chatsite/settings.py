@@ -172,6 +172,9 @@ CHAT_UPSTREAM_CONNECT_TIMEOUT = env.float("CHAT_UPSTREAM_CONNECT_TIMEOUT", defau
 CHAT_UPSTREAM_READ_TIMEOUT = env.float("CHAT_UPSTREAM_READ_TIMEOUT", default=60.0)
 CHAT_UPSTREAM_MAX_RETRIES = env.int("CHAT_UPSTREAM_MAX_RETRIES", default=2)
 CHAT_DEMO_TOKEN_DELAY = env.float("CHAT_DEMO_TOKEN_DELAY", default=0.03)
+CHAT_TOOLS = env.list("CHAT_TOOLS", default=["calculator", "current_time", "search_conversations"])
+CHAT_TOOL_TIMEOUT = env.float("CHAT_TOOL_TIMEOUT", default=10.0)
+CHAT_MAX_TOOL_ROUNDS = env.int("CHAT_MAX_TOOL_ROUNDS", default=5)
 
 LOGGING = {
     "version": 1,

@@ -5,7 +5,16 @@ from __future__ import annotations
 from django.conf import settings
 
 from chat.providers.anthropic_provider import AnthropicProvider
-from chat.providers.base import Finished, Provider, ReplyRequest, Started, StreamEvent, TextDelta
+from chat.providers.base import (
+    Finished,
+    Provider,
+    ReplyRequest,
+    Started,
+    StreamEvent,
+    TextDelta,
+    ToolCallReady,
+    ToolCallStarted,
+)
 from chat.providers.demo import DemoProvider
 
 __all__ = [
@@ -15,6 +24,8 @@ __all__ = [
     "Started",
     "StreamEvent",
     "TextDelta",
+    "ToolCallReady",
+    "ToolCallStarted",
     "get_provider",
     "is_demo_mode",
 ]

@@ -6,12 +6,21 @@ import asyncio
 import json
 import weakref
 from collections.abc import AsyncGenerator
+from typing import Any
 
 import anthropic
 import httpx2
 
 from chat.errors import ReplyFailure
-from chat.providers.base import Finished, ReplyRequest, Started, StreamEvent, TextDelta
+from chat.providers.base import (
+    Finished,
+    ReplyRequest,
+    Started,
+    StreamEvent,
+    TextDelta,
+    ToolCallReady,
+    ToolCallStarted,
+)
 
 _ClientKey = tuple[str, str, int, float, float]
 _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[_ClientKey, anthropic.AsyncAnthropic]] = (
@@ -54,6 +63,8 @@ class AnthropicProvider:
                 max_tokens=request.max_tokens,
                 system=request.system or anthropic.omit,
                 messages=request.messages,  # type: ignore[arg-type]
+                tools=request.tools or anthropic.omit,  # type: ignore[arg-type]
+                tool_choice={"type": "none"} if request.tools and not request.allow_tools else anthropic.omit,
             ) as stream:
                 async for event in stream:
                     if event.type == "text" and event.text:
@@ -62,6 +73,12 @@ class AnthropicProvider:
                         yield Started(
                             model=event.message.model, input_tokens=event.message.usage.input_tokens
                         )
+                    elif event.type == "content_block_start" and event.content_block.type == "tool_use":
+                        yield ToolCallStarted(id=event.content_block.id, name=event.content_block.name)
+                    elif event.type == "content_block_stop" and event.content_block.type == "tool_use":
+                        block = event.content_block
+                        arguments = block.input if isinstance(block.input, dict) else {}
+                        yield ToolCallReady(id=block.id, name=block.name, input=arguments)
                 final = await stream.get_final_message()
         except anthropic.APIStatusError as exc:
             raise map_status_error(exc) from exc
@@ -83,7 +100,15 @@ class AnthropicProvider:
             model=final.model,
             input_tokens=final.usage.input_tokens,
             output_tokens=final.usage.output_tokens,
+            content=[_api_block(block) for block in final.content if block.type in ("text", "tool_use")],
         )
+
+
+def _api_block(block: Any) -> dict[str, Any]:
+    """A response content block as a request content block (only the fields the API accepts back)."""
+    if block.type == "tool_use":
+        return {"type": "tool_use", "id": block.id, "name": block.name, "input": block.input}
+    return {"type": "text", "text": block.text}
 
 
 def map_status_error(exc: anthropic.APIStatusError) -> ReplyFailure:

@@ -13,6 +13,8 @@ class ReplyRequest:
     system: str
     messages: list[dict[str, Any]]
     max_tokens: int
+    tools: list[dict[str, Any]] = field(default_factory=list)
+    allow_tools: bool = True  # False: the model must answer in text (after the tool-round cap)
 
 
 @dataclass(frozen=True)
@@ -29,15 +31,33 @@ class TextDelta:
 
 
 @dataclass(frozen=True)
+class ToolCallStarted:
+    """A tool_use block began; its arguments are still streaming."""
+
+    id: str
+    name: str
+
+
+@dataclass(frozen=True)
+class ToolCallReady:
+    """A tool_use block is complete, with its parsed arguments."""
+
+    id: str
+    name: str
+    input: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class Finished:
     stop_reason: str | None
     model: str
     input_tokens: int | None = None
     output_tokens: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    # The assistant turn as Messages API content blocks (text and tool_use), to replay in history.
+    content: list[dict[str, Any]] = field(default_factory=list)
 
 
-StreamEvent = Started | TextDelta | Finished
+StreamEvent = Started | TextDelta | ToolCallStarted | ToolCallReady | Finished
 
 
 class Provider(Protocol):

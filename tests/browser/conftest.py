@@ -216,8 +216,14 @@ def shot(page: Page, name: str) -> None:
     page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
 
 
+def wait_ready(page: Page) -> None:
+    """The page's deferred scripts have run (htmx is processing, app.js handles the keys)."""
+    page.wait_for_function("() => document.readyState === 'complete' && !!window.htmx")
+
+
 def send(page: Page, text: str) -> None:
     """Type into the composer and press Enter (the way a person sends)."""
+    wait_ready(page)
     box = page.locator("#composer-text")
     expect(box).to_be_editable()
     box.fill(text)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import BrowserContext, Page, expect
 
-from tests.browser.conftest import PASSWORD, finished_reply, send, shot, sign_up
+from tests.browser.conftest import PASSWORD, finished_reply, send, shot, sign_up, wait_ready
 from tests.fake_anthropic import End, FakeAnthropic, Text
 
 pytestmark = pytest.mark.browser
@@ -64,6 +64,7 @@ def test_switch_rename_search_export_and_delete(page: Page, upstream: FakeAnthro
     expect(sidebar.locator("[aria-current=page]")).to_have_text("Lisbon in May")
 
     # Search
+    wait_ready(page)
     search = page.get_by_role("searchbox", name="Search conversations")
     search.fill("taxes")
     expect(sidebar.get_by_role("link")).to_have_count(1)

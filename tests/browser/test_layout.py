@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.browser.conftest import finished_reply, last_reply, send, shot, sign_up
+from tests.browser.conftest import finished_reply, last_reply, send, shot, sign_up, wait_ready
 from tests.fake_anthropic import End, FakeAnthropic, Text, Wait
 
 pytestmark = pytest.mark.browser
@@ -18,6 +18,7 @@ PAGE_WEIGHT_LIMIT = 100 * 1024
 
 def test_keyboard_only(page: Page, upstream: FakeAnthropic) -> None:
     page.goto("/")
+    wait_ready(page)
     page.evaluate("document.activeElement && document.activeElement.blur()")
     for _ in range(20):
         page.keyboard.press("Tab")
