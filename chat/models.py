@@ -91,26 +91,32 @@ class Message(models.Model):
     def can_continue(self) -> bool:
         return self.is_cut_off and bool(self.content.strip())
 
-    def segments(self) -> list[dict[str, Any]]:
-        """What to show, in order: text segments and tool calls (with their results)."""
+    def parts(self) -> list[dict[str, Any]]:
+        """What the page shows, in order: slices of `content` (joined, they equal it exactly) and, where a
+        tool round ended, its tool calls with their results."""
         if not self.blocks:
-            return [{"kind": "text", "text": self.content}]
+            return [{"kind": "text", "text": self.content}] if self.content else []
         results: dict[str, dict[str, Any]] = {}
         for turn in self.blocks:
             if turn["role"] == "user":
                 for block in turn["content"]:
                     if block.get("type") == "tool_result":
                         results[block["tool_use_id"]] = block
-        shown: list[dict[str, Any]] = []
+        parts: list[dict[str, Any]] = []
+        position = 0
         for turn in self.blocks:
             if turn["role"] != "assistant":
                 continue
+            round_text = "".join(b["text"] for b in turn["content"] if b["type"] == "text")
+            found = self.content.find(round_text, position) if round_text else position
+            end = (found if found >= 0 else position) + len(round_text)
+            if end > position:
+                parts.append({"kind": "text", "text": self.content[position:end]})
+                position = end
             for block in turn["content"]:
-                if block["type"] == "text" and block["text"].strip():
-                    shown.append({"kind": "text", "text": block["text"]})
-                elif block["type"] == "tool_use":
+                if block["type"] == "tool_use":
                     result = results.get(block["id"], {})
-                    shown.append(
+                    parts.append(
                         {
                             "kind": "tool",
                             "id": block["id"],
@@ -120,4 +126,6 @@ class Message(models.Model):
                             "is_error": bool(result.get("is_error")),
                         }
                     )
-        return shown
+        if position < len(self.content):
+            parts.append({"kind": "text", "text": self.content[position:]})
+        return parts

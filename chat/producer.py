@@ -60,6 +60,8 @@ class ReplyState:
     round_input_tokens: int | None = None  # announced by the round in progress
     model: str = ""
     note: str = ""
+    # Tool boxes shown so far: id -> (text offset where it appears, its latest HTML), for late subscribers.
+    tool_boxes: dict[str, tuple[int, str]] = field(default_factory=dict)
 
     @property
     def ttft_ms(self) -> int | None:
@@ -244,11 +246,10 @@ async def _publish_tool(
         arguments=arguments,
         result=result,
         is_error=is_error,
-        update=arguments is not None,
     )
-    await pubsub.layer().group_send(
-        pubsub.audience_group(state.reply_id), {"type": pubsub.TOOL, "html": html}
-    )
+    offset = state.tool_boxes.get(tool_id, (len(state.text), ""))[0]
+    state.tool_boxes[tool_id] = (offset, html)
+    await pubsub.layer().group_send(pubsub.audience_group(state.reply_id), pubsub.tool(offset, html))
 
 
 async def _run_tools(state: ReplyState, finished: Finished) -> None:
@@ -318,7 +319,8 @@ async def _control_loop(state: ReplyState, channel: str, generation: asyncio.Tas
         message = await layer.receive(channel)
         if message["type"] == pubsub.SYNC:
             offset = max(0, min(int(message["offset"]), len(state.text)))
-            await layer.send(message["reply_to"], pubsub.chunk(offset, state.text[offset:]))
+            boxes = sorted((at, html) for at, html in state.tool_boxes.values() if at >= offset)
+            await layer.send(message["reply_to"], pubsub.chunk(offset, state.text[offset:], boxes))
         elif message["type"] == pubsub.STOP and not generation.done():
             state.stop_reason = state.stop_reason or "stopped"
             generation.cancel()

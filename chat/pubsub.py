@@ -42,8 +42,16 @@ def layer() -> BaseChannelLayer:
     return channel_layer
 
 
-def chunk(start: int, text: str) -> dict[str, Any]:
-    return {"type": CHUNK, "start": start, "text": text}
+def chunk(start: int, text: str, tools: list[tuple[int, str]] | None = None) -> dict[str, Any]:
+    """Text from offset `start`; a sync answer also carries the tool boxes at or after `start`."""
+    message: dict[str, Any] = {"type": CHUNK, "start": start, "text": text}
+    if tools:
+        message["tools"] = [list(box) for box in tools]
+    return message
+
+
+def tool(offset: int, html: str) -> dict[str, Any]:
+    return {"type": TOOL, "offset": offset, "html": html}
 
 
 async def request_stop(reply_id: int) -> None:

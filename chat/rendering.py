@@ -99,9 +99,9 @@ def tool_call_html(
     arguments: dict[str, Any] | None,
     result: str | None,
     is_error: bool,
-    update: bool = False,
 ) -> str:
-    """A tool call as the page shows it, live (`update` replaces the earlier box by id) and when saved."""
+    """A tool call as the page shows it, live and when saved. Each update is the whole box; the page
+    replaces the box with the same id, so repeats (after a reconnect) are harmless."""
     if result is None:
         status = f"Using {label}…"
     else:
@@ -114,9 +114,8 @@ def tool_call_html(
     if result is not None:
         parts.append(format_html('<pre class="tool-result">{}</pre>', result))
     return format_html(
-        '<div class="tool-call{}" id="tool-{}"{} role="note">{}</div>',
+        '<div class="tool-call{}" id="tool-{}" role="note">{}</div>',
         " is-error" if is_error else (" is-running" if result is None else ""),
         tool_id,
-        mark_safe(' hx-swap-oob="true"') if update else "",
-        mark_safe("".join(parts)),
+        mark_safe("".join(parts)),  # each part was built by format_html
     )

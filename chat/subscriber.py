@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -128,22 +128,32 @@ class _Subscription:
                         yield frame
                 return
             if message["type"] == pubsub.TOOL:
-                last_frame = time.monotonic()
-                yield sse.event("tool", message["html"])
+                start, text, tools = int(message["offset"]), "", [(message["offset"], message["html"])]
+            elif message["type"] == pubsub.CHUNK:
+                start, text, tools = int(message["start"]), str(message["text"]), message.get("tools", [])
+            else:
                 continue
-            if message["type"] != pubsub.CHUNK:
-                continue
-            start, text = int(message["start"]), str(message["text"])
             if start > self.sent:  # a gap: something was dropped; ask the producer for it
                 if self.sync_asked_at is None:
                     await self._ask_sync(channel)
                 continue
-            self.sync_asked_at = None  # a chunk that fits: we are contiguous again
-            fresh = text[self.sent - start :]
-            if fresh:
-                self.sent += len(fresh)
+            self.sync_asked_at = None  # a message that fits: we are contiguous again
+            for frame in self._frames(start, text, tools):
                 last_frame = time.monotonic()
-                yield sse.text_event("delta", fresh, event_id=self.sent)
+                yield frame
+
+    def _frames(self, start: int, text: str, tools: list[tuple[int, str]]) -> Iterator[bytes]:
+        """The part of `text` (from offset `start`) the client lacks, with tool boxes at their offsets.
+        A box is sent whole each time; the page replaces one it already has."""
+        end = start + len(text)
+        for at, html in sorted(tools):
+            if self.sent < at <= end:
+                yield sse.text_event("delta", text[self.sent - start : at - start], event_id=at)
+                self.sent = at
+            yield sse.event("tool", html, event_id=self.sent)
+        if end > self.sent:
+            fresh, self.sent = text[self.sent - start :], end
+            yield sse.text_event("delta", fresh, event_id=self.sent)
 
     async def _producer_gone(self, now: float, channel: str) -> bool:
         """While waiting: has the reply ended without us hearing `end`, or has its process died?"""

@@ -23,9 +23,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.fake_anthropic import End, FakeAnthropic, Text, Wait  # noqa: E402
-from tests.live_client import LiveClient, sse_path  # noqa: E402
-from tests.live_server import DaphneProcess, manage  # noqa: E402
+from tests.fake_anthropic import End, FakeAnthropic, Text, Wait
+from tests.live_client import LiveClient, sse_path
+from tests.live_server import DaphneProcess, manage
 
 
 async def measure(server: DaphneProcess, fake: FakeAnthropic, runs: int) -> list[float]:
@@ -36,7 +36,9 @@ async def measure(server: DaphneProcess, fake: FakeAnthropic, runs: int) -> list
         for i in range(runs + 1):  # run 0 warms up imports and connection pools; not counted
             fake.reset()
             subscribed, gate = threading.Event(), threading.Event()
-            fake.enqueue(Wait(subscribed, timeout=30), Text("first"), Wait(gate, timeout=30), Text(" second"), End())
+            fake.enqueue(
+                Wait(subscribed, timeout=30), Text("first"), Wait(gate, timeout=30), Text(" second"), End()
+            )
             status, fragment = await client.post(server.url + "/c/start/", {"text": f"run {i}"})
             assert status == 200, fragment
             received_at = None
@@ -64,12 +66,22 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, FakeAnthropic() as fake:
         env = {
             **{k: v for k, v in os.environ.items() if not k.startswith(("CHAT_", "ANTHROPIC_", "DATABASE_"))},
-            "DATA_DIR": tmp, "DEBUG": "True", "CHAT_PROVIDER": "anthropic", "ANTHROPIC_API_KEY": "bench",
-            "ANTHROPIC_BASE_URL": fake.url, "CHAT_UPSTREAM_MAX_RETRIES": "0", "LOG_LEVEL": "WARNING",
+            "DATA_DIR": tmp,
+            "DEBUG": "True",
+            "CHAT_PROVIDER": "anthropic",
+            "ANTHROPIC_API_KEY": "bench",
+            "ANTHROPIC_BASE_URL": fake.url,
+            "CHAT_UPSTREAM_MAX_RETRIES": "0",
+            "LOG_LEVEL": "WARNING",
         }
         manage(env, "migrate", "--noinput", "-v", "0")
-        manage(env, "shell", "-c", "from django.contrib.auth.models import User; "
-               "User.objects.create_user('bench', password='bench-password-123')")
+        manage(
+            env,
+            "shell",
+            "-c",
+            "from django.contrib.auth.models import User; "
+            "User.objects.create_user('bench', password='bench-password-123')",
+        )
         server = DaphneProcess(env, Path(tmp), "first-token").start()
         try:
             samples = asyncio.run(measure(server, fake, args.runs))
@@ -77,8 +89,10 @@ def main() -> None:
             server.stop()
     samples.sort()
     print(f"first token, upstream write -> client receive, {len(samples)} runs (ms):")
-    print(f"  median {statistics.median(samples):.2f}  min {samples[0]:.2f}  max {samples[-1]:.2f}  "
-          f"p90 {samples[int(0.9 * (len(samples) - 1))]:.2f}")
+    print(
+        f"  median {statistics.median(samples):.2f}  min {samples[0]:.2f}  max {samples[-1]:.2f}  "
+        f"p90 {samples[int(0.9 * (len(samples) - 1))]:.2f}"
+    )
     print("  all: " + ", ".join(f"{s:.2f}" for s in samples))
 
 

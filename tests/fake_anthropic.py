@@ -642,7 +642,7 @@ class FakeAnthropic:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + step.timeout
         # A threading.Event cannot be awaited; polling keeps the loop free and the wait cancellable.
-        while not step.event.is_set() and loop.time() < deadline:  # noqa: ASYNC110
+        while not step.event.is_set() and loop.time() < deadline:
             await asyncio.sleep(0.005)
 
     async def _non_stream(

@@ -7,6 +7,18 @@
   // gives up) re-reads only the URL. Remember each stream's last event id (a character offset) and put
   // it in the URL of any new EventSource for the same stream.
   const lastIds = new Map();
+  // Tool-call boxes come whole, again after a reconnect: replace one already shown instead of adding it.
+  document.addEventListener("htmx:sseBeforeMessage", (event) => {
+    if (event.detail.type !== "tool") return;
+    const template = document.createElement("template");
+    template.innerHTML = event.detail.data;
+    const box = template.content.firstElementChild;
+    const shown = box && box.id ? document.getElementById(box.id) : null;
+    if (shown) {
+      shown.replaceWith(box);
+      event.preventDefault();
+    }
+  });
   document.addEventListener("htmx:sseMessage", (event) => {
     const source = event.detail.target;
     if (source && source.url && event.detail.lastEventId) {
@@ -81,7 +93,7 @@
 
   // --- Copy buttons on code blocks --------------------------------------------------------------
   const addCopyButtons = (root) => {
-    root.querySelectorAll(".markdown pre").forEach((pre) => {
+    root.querySelectorAll(".markdown pre:has(> code)").forEach((pre) => {  // code blocks, not tool boxes
       if (pre.querySelector(".copy")) return;
       const button = document.createElement("button");
       button.type = "button";
