@@ -15,19 +15,20 @@ from collections import Counter
 from pathlib import Path
 
 LAYERS: list[tuple[str, re.Pattern[str]]] = [
-    ("our code (chat/)", re.compile(r"/work/main/chat/|\(chat/")),
-    ("bench relay", re.compile(r"bench/relay_asgi")),
-    ("channels", re.compile(r"site-packages/channels/")),
-    ("django", re.compile(r"site-packages/django/")),
-    ("asgiref", re.compile(r"site-packages/asgiref/")),
-    ("daphne/twisted", re.compile(r"site-packages/(daphne|twisted|autobahn|txaio)/")),
-    ("uvicorn", re.compile(r"site-packages/uvicorn/")),
-    ("anthropic SDK", re.compile(r"site-packages/anthropic/")),
-    ("pydantic", re.compile(r"site-packages/pydantic")),
-    ("httpx2/httpcore", re.compile(r"site-packages/(httpx2|httpcore|h11|anyio)")),
-    ("database driver", re.compile(r"sqlite3|site-packages/psycopg")),
-    ("asyncio", re.compile(r"/asyncio/")),
-    ("threading/concurrent", re.compile(r"/(threading|concurrent)")),
+    # py-spy frames read "function (path:line)", paths relative to site-packages or the project.
+    ("our code (chat/)", re.compile(r"\((/work/main/)?chat/")),
+    ("bench relay", re.compile(r"\((/work/main/)?bench/")),
+    ("channel layer (channels/layers.py)", re.compile(r"\(channels/layers")),
+    ("channels.db (close_old_connections)", re.compile(r"\(channels/")),
+    ("django db + sqlite3/psycopg", re.compile(r"\((django/db/|sqlite3/|psycopg)")),
+    ("django (other)", re.compile(r"\(django/")),
+    ("asgiref (sync_to_async)", re.compile(r"\(asgiref/")),
+    ("daphne/twisted", re.compile(r"\((daphne|twisted|autobahn|txaio)/")),
+    ("uvicorn", re.compile(r"\(uvicorn/")),
+    ("anthropic SDK + pydantic", re.compile(r"\((anthropic|pydantic|pydantic_core)/")),
+    ("SDK HTTP (httpx2/httpcore2/h11/anyio)", re.compile(r"\((httpx2?|httpcore2?|h11|anyio)/")),
+    ("threads (concurrent/threading)", re.compile(r"\((concurrent|threading)")),
+    ("asyncio", re.compile(r"\(asyncio/|\(selectors")),
 ]
 FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^():]+)(?::\d+)?\)$")
 

@@ -91,7 +91,7 @@ class Row:
     rss_per_stream_kb: float | None = None
     writes_mean: float | None = None
     writes_max: int | None = None
-    writes_over_budget: int | None = None  # replies with more than 4/s of streaming + 2 writes
+    writes_over_budget: int | None = None  # complete replies with more than 4/s of streaming + 2 writes
     stream_s_mean: float | None = None
     upstream_lateness_p99: float | None = None
     upstream_cpu_pct: float | None = None
@@ -510,8 +510,10 @@ class Sweep:
             else:
                 bad.add(s["key"])
                 kinds.add(f"saved reply not exact (status {db['status']})")
+            if db["status"] != "complete" or db["duration_ms"] is None:
+                continue  # the write budget needs the reply's streaming time: judged on complete replies
             writes.append(db["writes"])
-            seconds = (db["duration_ms"] or 0) / 1000
+            seconds = db["duration_ms"] / 1000
             durations.append(seconds)
             if db["writes"] > 4 * seconds + 2:
                 over += 1

@@ -100,8 +100,9 @@ def _check_capacity(conversation: Conversation) -> None:
         )
     limit = settings.CHAT_MAX_CONCURRENT_PER_USER
     if streaming.filter(conversation__user_id=conversation.user_id).count() >= limit:
+        replies = "reply" if limit == 1 else "replies"
         raise ValidationError(
-            f"You already have {limit} replies being written. Wait for one to finish, or stop one.",
+            f"You already have {limit} {replies} being written. Wait for one to finish, or stop one.",
             code="capacity",
         )
 

@@ -26,7 +26,15 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         report.longrepr = f"CI may not skip a test that needs a real service: {report.longrepr}"
 
 
+@pytest.hookimpl(trylast=True)  # after pytest-django's own reordering
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # Browser tests last: Playwright's sync API keeps an event loop running in the main thread for the
+    # session, and asyncio tests cannot start their own loop while it lives.
+    items.sort(key=lambda item: "browser" in item.keywords)
+    _skip_browser_tests_without_chromium(items)
+
+
+def _skip_browser_tests_without_chromium(items: list[pytest.Item]) -> None:
     """Skip browser tests on a machine without Chromium; in CI such a skip becomes a failure."""
     if shutil.which("chromium") or os.path.exists("/usr/bin/chromium"):
         return

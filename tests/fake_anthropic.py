@@ -260,9 +260,11 @@ class _Stream:
             "index": self.index,
             "delta": {"type": "text_delta", "text": text},
         }
+        # Recorded before the write: once the client can see a token, `sent` holds it (no race with the
+        # client thread); the timestamp is at most one local socket write early.
+        self.fake._record_sent(text, self.generation)
         await self.send("content_block_delta", delta)
         self.text_deltas += 1
-        self.fake._record_sent(text, self.generation)
 
     async def paced(self, step: Paced) -> None:
         """Emit on an absolute schedule from timer callbacks (no task wake-up per delta: cheap at scale).

@@ -166,7 +166,7 @@ async def test_per_user_cap_on_concurrent_generations(
     upstream.enqueue(Text("bob's"), End())
     _, _, path = await start_conversation(alice_client)
     response = await alice_client.request("POST", "/c/start/", data={"text": "another"})
-    assert response.status == 422 and "You already have 1 replies being written" in response.text
+    assert response.status == 422 and "You already have 1 reply being written" in response.text
     assert await Conversation.objects.acount() == 1  # nothing was saved
     _, _, bob_path = await start_conversation(bob_client)  # other users are not affected
     await follow(bob_client, bob_path)
