@@ -8,10 +8,10 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-from channels.db import database_sync_to_async
 from django.conf import settings
 
-from chat import pubsub, services
+from chat import flusher, pubsub, services
+from chat.db import background_db
 
 logger = logging.getLogger(__name__)
 
@@ -48,12 +48,12 @@ def running_tasks() -> set[asyncio.Task[Any]]:
     return set(_tasks)
 
 
-_reap = database_sync_to_async(services.replies_reap_expired)
+_reap = background_db(services.replies_reap_expired)
 
 
 async def reap_once() -> list[int]:
     """Mark replies whose producer died as interrupted, and tell their subscribers."""
-    ids = await _reap()
+    ids = await _reap(exclude=flusher.local_ids())
     for reply_id in ids:
         logger.warning("reply %s: its process stopped renewing the lease; marked interrupted", reply_id)
         await pubsub.publish_end(reply_id)

@@ -16,10 +16,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from channels.db import database_sync_to_async
 from django.conf import settings
 
-from chat import pubsub, services
+from chat import flusher, pubsub, services
+from chat.db import background_db
 from chat.errors import MAX_TOKENS_MESSAGE, REFUSAL_MESSAGE, STOPPED_MESSAGE, TRUNCATED_MESSAGE, ReplyFailure
 from chat.models import Message
 from chat.providers import (
@@ -53,7 +53,6 @@ class ReplyState:
     round_start: int = 0  # offset in `text` where the current round's text starts
     started: float = field(default_factory=time.monotonic)
     first_token_at: float | None = None
-    saved_length: int = -1
     stop_reason: str = ""  # why we are ending early: "stopped" / "gone"
     input_tokens: int | None = None  # summed over rounds
     output_tokens: int | None = None
@@ -111,7 +110,7 @@ class Loaded:
     round_start: int
 
 
-@database_sync_to_async
+@background_db
 def _load(reply_id: int) -> Loaded | None:
     reply = Message.objects.select_related("conversation").filter(pk=reply_id).first()
     if reply is None or reply.status != Message.Status.STREAMING:
@@ -124,9 +123,8 @@ def _load(reply_id: int) -> Loaded | None:
     return Loaded(request, reply.content, context, earlier, len(reply.content) - len(prefill))
 
 
-_save_progress = database_sync_to_async(services.reply_save_progress)
-_save_blocks = database_sync_to_async(services.reply_save_blocks)
-_finish = database_sync_to_async(services.reply_finish)
+_save_blocks = background_db(services.reply_save_blocks)
+_finish = background_db(services.reply_finish)
 
 
 async def produce_reply(reply_id: int) -> None:
@@ -140,17 +138,29 @@ async def produce_reply(reply_id: int) -> None:
         context=loaded.context,
         blocks=loaded.blocks,
         round_start=loaded.round_start,
-        saved_length=len(loaded.text),
     )
     layer = pubsub.layer()
     control_channel = await layer.new_channel("reply-control.")
     await layer.group_add(pubsub.control_group(reply_id), control_channel)
 
     generation = asyncio.create_task(_generate(state, loaded.request))
-    helpers = [
-        asyncio.create_task(_control_loop(state, control_channel, generation)),
-        asyncio.create_task(_save_loop(state, generation)),
-    ]
+    control = asyncio.create_task(_control_loop(state, control_channel, generation))
+
+    def stop(reason: str) -> None:
+        if not generation.done():
+            state.stop_reason = state.stop_reason or reason
+            generation.cancel()
+
+    # The process's flusher saves the text on a throttle, renews the lease, and relays Stop from the database.
+    flusher.register(
+        reply_id,
+        flusher.Registration(
+            text=lambda: state.text,
+            ttft_ms=lambda: state.ttft_ms,
+            stop=stop,
+            saved_length=len(loaded.text),
+        ),
+    )
     outcome: dict[str, Any] = {}
     try:
         outcome = await _outcome(state, generation)
@@ -161,10 +171,12 @@ async def produce_reply(reply_id: int) -> None:
         outcome = {"status": Message.Status.INTERRUPTED, "error": failure}
         raise
     finally:
-        for task in helpers:
-            task.cancel()
-        await asyncio.gather(*helpers, return_exceptions=True)
-        await asyncio.shield(_close(state, outcome, control_channel))
+        control.cancel()
+        await asyncio.gather(control, return_exceptions=True)
+        try:
+            await asyncio.shield(_close(state, outcome, control_channel))
+        finally:
+            flusher.unregister(reply_id)  # only now: until the final save, the lease is ours
 
 
 async def _generate(state: ReplyState, request: ReplyRequest) -> Finished | None:
@@ -322,27 +334,6 @@ async def _control_loop(state: ReplyState, channel: str, generation: asyncio.Tas
             boxes = sorted((at, html) for at, html in state.tool_boxes.values() if at >= offset)
             await layer.send(message["reply_to"], pubsub.chunk(offset, state.text[offset:], boxes))
         elif message["type"] == pubsub.STOP and not generation.done():
-            state.stop_reason = state.stop_reason or "stopped"
-            generation.cancel()
-
-
-async def _save_loop(state: ReplyState, generation: asyncio.Task[Any]) -> None:
-    """Throttled persistence plus the lease heartbeat, off the delta path. Also the fallback Stop signal."""
-    interval = settings.CHAT_SAVE_INTERVAL
-    heartbeat_every = max(interval, settings.CHAT_LEASE_SECONDS / 3)
-    last_write = time.monotonic()
-    while not generation.done():
-        await asyncio.sleep(interval)
-        now = time.monotonic()
-        if len(state.text) == state.saved_length and now - last_write < heartbeat_every:
-            continue
-        length = len(state.text)
-        result = await _save_progress(reply_id=state.reply_id, content=state.text, ttft_ms=state.ttft_ms)
-        state.saved_length, last_write = length, now
-        if not result.exists:  # deleted, or reaped as interrupted: someone else owns its fate now
-            state.stop_reason = "gone"
-            generation.cancel()
-        elif result.stop_requested and not generation.done():
             state.stop_reason = state.stop_reason or "stopped"
             generation.cancel()
 

@@ -193,21 +193,31 @@ def message_request_stop(*, reply: Message) -> bool:
 
 
 @dataclass(frozen=True)
-class ProgressResult:
-    exists: bool
-    stop_requested: bool
+class BatchResult:
+    gone: list[int]  # deleted, or no longer streaming (reaped, finished elsewhere)
+    stop_requested: list[int]
 
 
-def reply_save_progress(*, reply_id: int, content: str, ttft_ms: int | None) -> ProgressResult:
-    """Save the partial text and renew the lease in one UPDATE; report whether Stop was asked for."""
-    fields: dict[str, object] = {"content": content, "lease_expires_at": _lease()}
-    if ttft_ms is not None:
-        fields["ttft_ms"] = ttft_ms
-    updated = Message.objects.filter(pk=reply_id, status=Message.Status.STREAMING).update(**fields)
-    if not updated:
-        return ProgressResult(exists=False, stop_requested=True)
-    stop = Message.objects.filter(pk=reply_id).values_list("stop_requested", flat=True).first()
-    return ProgressResult(exists=True, stop_requested=bool(stop))
+@transaction.atomic
+def replies_save_batch(*, saves: list[tuple[int, str, int | None]], renew: list[int]) -> BatchResult:
+    """One process's periodic save, in one transaction: the partial text (and time to first token) of each
+    reply in `saves`, with its lease renewed in the same UPDATE, and a lease-only renewal for `renew`.
+    Reports which replies are gone and which a user asked to stop."""
+    lease = _lease()
+    streaming = Message.objects.filter(status=Message.Status.STREAMING)
+    for reply_id, content, ttft_ms in saves:
+        fields: dict[str, object] = {"content": content, "lease_expires_at": lease}
+        if ttft_ms is not None:
+            fields["ttft_ms"] = ttft_ms
+        streaming.filter(pk=reply_id).update(**fields)
+    if renew:
+        streaming.filter(pk__in=renew).update(lease_expires_at=lease)
+    ids = [reply_id for reply_id, _, _ in saves] + renew
+    alive = dict(streaming.filter(pk__in=ids).values_list("pk", "stop_requested"))
+    return BatchResult(
+        gone=[reply_id for reply_id in ids if reply_id not in alive],
+        stop_requested=[reply_id for reply_id, stop in alive.items() if stop],
+    )
 
 
 def reply_save_blocks(*, reply_id: int, content: str, blocks: list[dict[str, Any]]) -> None:
@@ -257,13 +267,14 @@ def reply_finish(
     return bool(Message.objects.filter(pk=reply_id, status=Message.Status.STREAMING).update(**fields))
 
 
-def replies_reap_expired() -> list[int]:
-    """Mark streaming replies whose lease lapsed (their process died) as interrupted, keeping the text."""
+def replies_reap_expired(*, exclude: list[int] | tuple[int, ...] = ()) -> list[int]:
+    """Mark streaming replies whose lease lapsed (their process died) as interrupted, keeping the text.
+    `exclude`: replies this process is generating — alive, whatever their lease says."""
     now = timezone.now()
     stale = Q(status=Message.Status.STREAMING) & (
         Q(lease_expires_at__lt=now) | Q(lease_expires_at__isnull=True)
     )
-    ids = list(Message.objects.filter(stale).values_list("pk", flat=True)[:500])
+    ids = list(Message.objects.filter(stale).exclude(pk__in=exclude).values_list("pk", flat=True)[:500])
     if not ids:
         return []
     Message.objects.filter(stale, pk__in=ids).update(

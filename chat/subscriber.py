@@ -13,12 +13,12 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from channels.db import database_sync_to_async
 from django.conf import settings
 from django.template.loader import render_to_string
 from django.utils import timezone
 
-from chat import pubsub, services, sse
+from chat import flusher, pubsub, services, sse
+from chat.db import background_db
 from chat.models import Message
 
 TICK = 1.0  # seconds between liveness checks while nothing arrives
@@ -33,7 +33,7 @@ class Snapshot:
     lease_expired: bool
 
 
-@database_sync_to_async
+@background_db
 def _snapshot(reply_id: int) -> Snapshot | None:
     row = Message.objects.filter(pk=reply_id).values("content", "status", "lease_expires_at").first()
     if row is None:
@@ -42,7 +42,7 @@ def _snapshot(reply_id: int) -> Snapshot | None:
     return Snapshot(row["content"], row["status"], lease is None or lease < timezone.now())
 
 
-@database_sync_to_async
+@background_db
 def _final_html(reply_id: int) -> str | None:
     message = Message.objects.select_related("conversation").filter(pk=reply_id).first()
     if message is None:
@@ -50,7 +50,7 @@ def _final_html(reply_id: int) -> str | None:
     return render_to_string("chat/conversation.html#message", {"message": message})
 
 
-_reap = database_sync_to_async(services.replies_reap_expired)
+_reap = background_db(services.replies_reap_expired)
 
 
 async def reply_events(reply_id: int, offset: int) -> AsyncIterator[bytes]:
@@ -165,8 +165,8 @@ class _Subscription:
         snapshot = await _snapshot(self.reply_id)
         if snapshot is None or snapshot.status != Message.Status.STREAMING:
             return True
-        if snapshot.lease_expired:
-            await _reap()
+        if snapshot.lease_expired and not flusher.is_local(self.reply_id):
+            await _reap(exclude=flusher.local_ids())
             return True
         if sync_overdue:
             await self._ask_sync(channel)  # the producer lives (its lease is fresh): ask again

@@ -109,9 +109,8 @@ if REDIS_URL:
         }
     }
 else:
-    CHANNEL_LAYERS = {
-        "default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 1000}}
-    }
+    # One process: channels' in-memory layer, minus its per-message sweeps (see chat/layers.py).
+    CHANNEL_LAYERS = {"default": {"BACKEND": "chat.layers.LocalChannelLayer", "CONFIG": {"capacity": 1000}}}
 
 # --- Auth -----------------------------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
