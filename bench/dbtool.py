@@ -50,6 +50,8 @@ def migrate() -> None:
     from django.db import connection
 
     call_command("migrate", interactive=False, verbosity=0)
+    # The app runs with DEBUG off, as in production: its static files need their manifest.
+    call_command("collectstatic", interactive=False, verbosity=0)
     statements = SQLITE_TRIGGERS if connection.vendor == "sqlite" else POSTGRES_TRIGGERS
     with connection.cursor() as cursor:
         for sql in statements:

@@ -108,39 +108,54 @@ class _Subscription:
         last_frame = time.monotonic()
         while True:
             try:
-                message = await asyncio.wait_for(self.inbox.get(), timeout=TICK)
+                messages = await self._next_messages()
             except TimeoutError:
                 now = time.monotonic()
                 if now - last_frame >= keepalive:
                     last_frame = now
                     yield sse.KEEPALIVE
                 if await self._producer_gone(now, channel):
-                    snapshot = await _snapshot(self.reply_id)
-                    if snapshot is not None:
-                        async for frame in self._finish(snapshot.content):
-                            yield frame
-                    return
-                continue
-            if message["type"] == pubsub.END:
+                    messages = [{"type": pubsub.END}]
+                else:
+                    continue
+            frames: list[bytes] = []
+            ended = False
+            for message in messages:
+                if message["type"] == pubsub.END:
+                    ended = True
+                    break
+                if message["type"] == pubsub.TOOL:
+                    start, text, tools = int(message["offset"]), "", [(message["offset"], message["html"])]
+                elif message["type"] == pubsub.CHUNK:
+                    start, text, tools = int(message["start"]), str(message["text"]), message.get("tools", [])
+                else:
+                    continue
+                if start > self.sent:  # a gap: something was dropped; ask the producer for it
+                    if self.sync_asked_at is None:
+                        await self._ask_sync(channel)
+                    continue
+                self.sync_asked_at = None  # a message that fits: we are contiguous again
+                frames.extend(self._frames(start, text, tools))
+            if frames:
+                last_frame = time.monotonic()
+                yield b"".join(frames)  # what was already queued goes out in one write
+            if ended:
                 snapshot = await _snapshot(self.reply_id)
                 if snapshot is not None:
                     async for frame in self._finish(snapshot.content):
                         yield frame
                 return
-            if message["type"] == pubsub.TOOL:
-                start, text, tools = int(message["offset"]), "", [(message["offset"], message["html"])]
-            elif message["type"] == pubsub.CHUNK:
-                start, text, tools = int(message["start"]), str(message["text"]), message.get("tools", [])
-            else:
-                continue
-            if start > self.sent:  # a gap: something was dropped; ask the producer for it
-                if self.sync_asked_at is None:
-                    await self._ask_sync(channel)
-                continue
-            self.sync_asked_at = None  # a message that fits: we are contiguous again
-            for frame in self._frames(start, text, tools):
-                last_frame = time.monotonic()
-                yield frame
+
+    async def _next_messages(self) -> list[dict[str, Any]]:
+        """Everything queued now, waiting up to TICK for the first one (TimeoutError if none comes)."""
+        if self.inbox.empty():
+            async with asyncio.timeout(TICK):
+                batch = [await self.inbox.get()]
+        else:
+            batch = [self.inbox.get_nowait()]
+        while not self.inbox.empty():
+            batch.append(self.inbox.get_nowait())
+        return batch
 
     def _frames(self, start: int, text: str, tools: list[tuple[int, str]]) -> Iterator[bytes]:
         """The part of `text` (from offset `start`) the client lacks, with tool boxes at their offsets.

@@ -6,10 +6,11 @@ import asyncio
 import json
 import weakref
 from collections.abc import AsyncGenerator
-from typing import Any
+from typing import Any, cast
 
 import anthropic
 import httpx2
+from anthropic.types import RawMessageStreamEvent
 
 from chat.errors import ReplyFailure
 from chat.providers.base import (
@@ -56,30 +57,26 @@ class AnthropicProvider:
         self.config = (api_key, base_url, max_retries, connect_timeout, read_timeout)
 
     async def stream(self, request: ReplyRequest) -> AsyncGenerator[StreamEvent, None]:
+        turn = _Turn()
         try:
-            # Leaving this block (normally, by exception, or by cancellation) closes the HTTP stream.
-            async with _client(*self.config).messages.stream(
+            # The raw event stream, not the `messages.stream()` helper: the helper rebuilds a full message
+            # snapshot on every event (measured: 176 µs of CPU per delta against 73 µs). `_Turn` keeps the
+            # little we need. Leaving `async with` (normally, by exception, or by cancellation) closes the
+            # HTTP stream, which is how Stop stops billing.
+            response = await _client(*self.config).messages.create(
                 model=request.model,
                 max_tokens=request.max_tokens,
                 system=request.system or anthropic.omit,
                 messages=request.messages,  # type: ignore[arg-type]
                 tools=request.tools or anthropic.omit,  # type: ignore[arg-type]
                 tool_choice={"type": "none"} if request.tools and not request.allow_tools else anthropic.omit,
-            ) as stream:
-                async for event in stream:
-                    if event.type == "text" and event.text:
-                        yield TextDelta(event.text)
-                    elif event.type == "message_start":
-                        yield Started(
-                            model=event.message.model, input_tokens=event.message.usage.input_tokens
-                        )
-                    elif event.type == "content_block_start" and event.content_block.type == "tool_use":
-                        yield ToolCallStarted(id=event.content_block.id, name=event.content_block.name)
-                    elif event.type == "content_block_stop" and event.content_block.type == "tool_use":
-                        block = event.content_block
-                        arguments = block.input if isinstance(block.input, dict) else {}
-                        yield ToolCallReady(id=block.id, name=block.name, input=arguments)
-                final = await stream.get_final_message()
+                stream=True,
+            )
+            events = cast("anthropic.AsyncStream[RawMessageStreamEvent]", response)
+            async with events:
+                async for event in events:
+                    for item in turn.feed(event):
+                        yield item
         except anthropic.APIStatusError as exc:
             raise map_status_error(exc) from exc
         except anthropic.APITimeoutError as exc:
@@ -95,20 +92,78 @@ class AnthropicProvider:
             raise ReplyFailure(
                 "dropped", "The connection to the model dropped in the middle of the response."
             ) from exc
-        yield Finished(
-            stop_reason=final.stop_reason,
-            model=final.model,
-            input_tokens=final.usage.input_tokens,
-            output_tokens=final.usage.output_tokens,
-            content=[_api_block(block) for block in final.content if block.type in ("text", "tool_use")],
+        yield turn.finished()
+
+
+class _Turn:
+    """What one streamed assistant turn amounts to: its text and tool_use blocks, stop reason and usage."""
+
+    def __init__(self) -> None:
+        self.model = ""
+        self.blocks: dict[int, dict[str, Any]] = {}
+        self.tool_json: dict[int, list[str]] = {}
+        self.stop_reason: str | None = None
+        self.input_tokens: int | None = None
+        self.output_tokens: int | None = None
+
+    def feed(self, event: Any) -> list[StreamEvent]:
+        kind = event.type
+        if kind == "content_block_delta":  # the hot path: one per token
+            delta = event.delta
+            if delta.type == "text_delta":
+                self.blocks[event.index]["text"] += delta.text
+                return [TextDelta(delta.text)] if delta.text else []
+            if delta.type == "input_json_delta":
+                self.tool_json[event.index].append(delta.partial_json)
+            return []
+        if kind == "message_start":
+            self.model = event.message.model
+            self.input_tokens = event.message.usage.input_tokens
+            return [Started(model=self.model, input_tokens=self.input_tokens)]
+        if kind == "content_block_start":
+            block = event.content_block
+            if block.type == "tool_use":
+                self.blocks[event.index] = {
+                    "type": "tool_use",
+                    "id": block.id,
+                    "name": block.name,
+                    "input": {},
+                }
+                self.tool_json[event.index] = []
+                return [ToolCallStarted(id=block.id, name=block.name)]
+            if block.type == "text":
+                self.blocks[event.index] = {"type": "text", "text": block.text}
+            return []
+        if kind == "content_block_stop" and event.index in self.tool_json:
+            block = self.blocks[event.index]
+            block["input"] = _parse_arguments("".join(self.tool_json.pop(event.index)))
+            return [ToolCallReady(id=block["id"], name=block["name"], input=block["input"])]
+        if kind == "message_delta":
+            self.stop_reason = event.delta.stop_reason
+            self.output_tokens = event.usage.output_tokens
+            if getattr(event.usage, "input_tokens", None) is not None:
+                self.input_tokens = event.usage.input_tokens
+        return []
+
+    def finished(self) -> Finished:
+        content = [self.blocks[index] for index in sorted(self.blocks)]
+        return Finished(
+            stop_reason=self.stop_reason,
+            model=self.model,
+            input_tokens=self.input_tokens,
+            output_tokens=self.output_tokens,
+            content=[block for block in content if block["type"] == "tool_use" or block["text"]],
         )
 
 
-def _api_block(block: Any) -> dict[str, Any]:
-    """A response content block as a request content block (only the fields the API accepts back)."""
-    if block.type == "tool_use":
-        return {"type": "tool_use", "id": block.id, "name": block.name, "input": block.input}
-    return {"type": "text", "text": block.text}
+def _parse_arguments(raw: str) -> dict[str, Any]:
+    """A tool_use block's streamed JSON input; what does not parse to an object becomes {} (the tool then
+    reports the missing arguments to the model)."""
+    try:
+        value = json.loads(raw) if raw.strip() else {}
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def map_status_error(exc: anthropic.APIStatusError) -> ReplyFailure:
