@@ -9,6 +9,7 @@ from channels.db import database_sync_to_async
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
+from django.db import OperationalError
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -23,6 +24,10 @@ from chat.models import Conversation, Message
 from chat.subscriber import reply_events
 
 PAGE = "chat/conversation.html"
+DATABASE_BUSY = ValidationError(
+    "The server is too busy to save your message right now. Nothing was saved; try again in a moment.",
+    code="database_busy",
+)
 
 
 class HtmxHttpRequest(HttpRequest):
@@ -113,6 +118,8 @@ async def conversation_start(request: HtmxHttpRequest) -> HttpResponse:
         )
     except ValidationError as error:
         return await sync_to_async(_error)(request, error)
+    except OperationalError:  # e.g. SQLite's write lock timed out under load: the transaction rolled back
+        return await sync_to_async(_error)(request, DATABASE_BUSY, status=503)
     lifecycle.start_reply(sent.reply.pk)
     conversation = sent.reply.conversation
     url = reverse("chat:conversation", args=[conversation.pk])
@@ -134,6 +141,8 @@ async def message_send(request: HtmxHttpRequest, pk: int) -> HttpResponse:
         )
     except ValidationError as error:
         return await sync_to_async(_error)(request, error)
+    except OperationalError:  # e.g. SQLite's write lock timed out under load: the transaction rolled back
+        return await sync_to_async(_error)(request, DATABASE_BUSY, status=503)
     lifecycle.start_reply(sent.reply.pk)
     if not request.htmx:
         return redirect("chat:conversation", pk=pk)

@@ -233,3 +233,20 @@ def test_admin_is_staff_only_and_shows_messages_and_totals(alice: User) -> None:
     assert detail.index("Hello?") < detail.index("Sure.")
     assert client.get("/admin/chat/conversation/?messages__status__exact=complete").status_code == 200
     assert client.get("/admin/chat/message/").status_code == 200
+
+
+def test_a_locked_database_gets_a_clear_503_and_saves_nothing(
+    alice: User, alice_web: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from django.db import OperationalError
+
+    from chat import services
+
+    def locked(**kwargs: object) -> None:
+        raise OperationalError("database is locked")
+
+    monkeypatch.setattr(services, "conversation_start", locked)
+    response = alice_web.post("/c/start/", {"text": "hello"}, HTTP_HX_REQUEST="true")
+    assert response.status_code == 503
+    assert "too busy to save your message" in response.content.decode()
+    assert Conversation.objects.count() == 0 and Message.objects.count() == 0
