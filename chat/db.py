@@ -4,7 +4,8 @@ All of it runs on a small dedicated thread pool whose connections stay open, ins
 `database_sync_to_async`, which opens and closes a connection around every call (measured: a third of the
 server's CPU under load) and, inside a request, gives every open stream its own executor thread. A
 connection that fails is closed, so the next call opens a fresh one. With SQLite one thread serialises
-the writes (SQLite allows one writer anyway); PostgreSQL gets a few."""
+the writes (SQLite allows one writer anyway); PostgreSQL gets up to four, never more than half the
+connection pool."""
 
 from __future__ import annotations
 
@@ -26,8 +27,14 @@ _executor: ThreadPoolExecutor | None = None
 def _pool() -> ThreadPoolExecutor:
     global _executor
     if _executor is None:
-        sqlite = settings.DATABASES["default"]["ENGINE"].endswith("sqlite3")
-        _executor = ThreadPoolExecutor(max_workers=1 if sqlite else 4, thread_name_prefix="chat-db")
+        database = settings.DATABASES["default"]
+        if database["ENGINE"].endswith("sqlite3"):
+            workers = 1
+        else:  # each thread keeps a pooled connection: leave at least half the pool to requests
+            pool = database.get("OPTIONS", {}).get("pool")
+            pool_max = pool.get("max_size", 4) if isinstance(pool, dict) else 4
+            workers = max(1, min(4, pool_max // 2))
+        _executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="chat-db")
     return _executor
 
 

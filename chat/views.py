@@ -9,7 +9,7 @@ from channels.db import database_sync_to_async
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
-from django.db import OperationalError
+from django.db import OperationalError, connections
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -158,6 +158,10 @@ async def message_stream(request: HtmxHttpRequest, pk: int, message_pk: int) -> 
     if message.role != Message.Role.ASSISTANT:
         raise Http404("Not a reply")
     offset = _int(request.headers.get("Last-Event-ID")) or _int(request.GET.get("offset")) or 0
+    # Loading the session and user opened a connection in this request's thread, and Django would keep it
+    # until the response ends: for a stream, its whole life (a pooled PostgreSQL connection, or an SQLite
+    # connection and its page cache, per open stream). Give it back before streaming.
+    await sync_to_async(connections.close_all)()
     response = StreamingHttpResponse(reply_events(message.pk, offset), content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"  # nginx: pass each event through at once
