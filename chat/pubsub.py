@@ -10,7 +10,7 @@ Delivery is at-most-once, so subscribers detect gaps by offset and ask for a syn
 
 from __future__ import annotations
 
-from typing import Any, TypedDict
+from typing import Any
 
 from channels.layers import BaseChannelLayer, get_channel_layer
 
@@ -19,12 +19,6 @@ END = "reply.end"
 SYNC = "reply.sync"
 STOP = "reply.stop"
 TOOL = "reply.tool"  # a tool call's progress, as an HTML fragment
-
-
-class Chunk(TypedDict):
-    type: str
-    start: int
-    text: str
 
 
 def audience_group(reply_id: int) -> str:

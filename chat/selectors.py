@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Q, QuerySet, Sum
+from django.db.models import Q, QuerySet
 from django.shortcuts import get_object_or_404
 
 from chat.models import Conversation, Message
@@ -36,11 +36,6 @@ def message_get(*, user: Any, conversation_pk: int, pk: int) -> Message:
 
 def transcript(*, conversation: Conversation) -> QuerySet[Message]:
     return conversation.messages.filter(superseded=False)
-
-
-def conversation_usage(*, conversation: Conversation) -> dict[str, int]:
-    totals = conversation.messages.aggregate(input=Sum("input_tokens"), output=Sum("output_tokens"))
-    return {"input": totals["input"] or 0, "output": totals["output"] or 0}
 
 
 def split_prefill(blocks: list[dict[str, Any]], content: str) -> tuple[list[dict[str, Any]], str]:
