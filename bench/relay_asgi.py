@@ -2,7 +2,8 @@
 
 ``GET /stream?key=<user text>`` opens an upstream stream with the official SDK (``AsyncAnthropic`` from
 ``ANTHROPIC_BASE_URL`` / ``ANTHROPIC_API_KEY``) and relays each text delta as one SSE event, framed and
-escaped exactly like our app (``chat.sse`` is dependency-free, so it is reused), then ``event: done``.
+escaped exactly like our app (``chat/streaming/sse.py`` is dependency-free, so it is reused), then
+``event: done``.
 ``GET /`` answers 200 (readiness). Serve with ``daphne bench.relay_asgi:application``.
 """
 
@@ -10,14 +11,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
 import anthropic
 import httpx2
 
-from chat import sse
+
+def _load_sse() -> Any:
+    """The app's framing module, loaded by path: importing the `chat.streaming` package would set up Django,
+    which this baseline must not have."""
+    path = Path(__file__).resolve().parent.parent / "chat" / "streaming" / "sse.py"
+    spec = importlib.util.spec_from_file_location("chatsite_sse", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+sse = _load_sse()
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]

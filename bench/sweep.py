@@ -228,6 +228,7 @@ class Sweep:
             CSRF_COOKIE_SECURE="False",
             SECURE_HSTS_SECONDS="0",
             CHAT_MAX_CONCURRENT_PER_USER="100000",
+            CHAT_MESSAGES_PER_MINUTE="100000000",
             LOG_LEVEL="WARNING",
             PYTHONUNBUFFERED="1",
             PYTHONPATH=str(ROOT),

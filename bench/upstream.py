@@ -1,6 +1,7 @@
 """The bench upstream: a fake Anthropic Messages API whose text deltas carry their own emit timestamps.
 
-Same wire format and pacing technique as ``tests.fake_anthropic`` (one process, aiohttp, deltas written from
+Same wire format and pacing technique as ``tests.support.fake_anthropic`` (one process, aiohttp, deltas
+written from
 timer callbacks on an absolute schedule ``arrival + ttft + i / rate``), but each delta's text is
 ``"w{i}@{time.time():.6f} "`` (the first one ``"w0@{emit}@{arrival} "``), written at the moment it is put
 on the socket. Our app forwards only the text, so this makes every delta self-describing: a client on this
@@ -21,6 +22,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import os
 import signal
 import time
 from pathlib import Path
@@ -192,6 +194,7 @@ class Upstream:
             '"delta":{"type":"text_delta","text":"'
         )
         lateness = self.lateness
+        markdown_every = MARKDOWN_EVERY
         i = 0
         handle: asyncio.TimerHandle | None = None
 
@@ -206,7 +209,10 @@ class Upstream:
             if len(lateness) < MAX_LATENESS_SAMPLES:
                 lateness.append(loop.time() - (start + i / rate))
             text = f"w{i}@{now:.6f}@{arrived:.6f} " if i == 0 else f"w{i}@{now:.6f} "
-            transport.write(_chunk(f'{head}{text}"}}}}\n\n'.encode()))
+            wire = text
+            if markdown_every and (i + 1) % markdown_every == 0:  # Markdown shape: end a paragraph
+                text, wire = text + "\n\n", text + "\\n\\n"
+            transport.write(_chunk(f'{head}{wire}"}}}}\n\n'.encode()))
             digest.update(text.encode())
             record["deltas"] = i + 1
             record["chars"] += len(text)
@@ -222,6 +228,11 @@ class Upstream:
         finally:
             handle.cancel()
             record["sha256"] = digest.hexdigest()
+
+
+# BENCH_MARKDOWN_EVERY=K: every K-th delta ends a paragraph ("\n\n"), so an app that renders finished
+# Markdown blocks while streaming does that work in the benchmark too (0: one endless paragraph).
+MARKDOWN_EVERY = int(os.environ.get("BENCH_MARKDOWN_EVERY", "0") or 0)
 
 
 class _Gone(Exception):

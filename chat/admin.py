@@ -2,24 +2,37 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from django.contrib import admin
 from django.db.models import QuerySet, Sum
 from django.http import HttpRequest
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString, mark_safe
+from django.utils.text import Truncator
 
-from chat.models import Conversation, Message
+from chat.models import Attachment, Conversation, Message, Share
+from chat.selectors import transcript
 
 MESSAGE_FIELDS = (
     "role",
     "status",
     "content",
+    "thinking",
     "error_message",
     "model",
     "stop_reason",
     "input_tokens",
     "output_tokens",
+    "cache_creation_tokens",
+    "cache_read_tokens",
+    "cost",
+    "prices",
     "ttft_ms",
     "duration_ms",
-    "superseded",
+    "parent",
+    "context_dropped",
     "created_at",
 )
 
@@ -40,6 +53,78 @@ class MessageInline(admin.StackedInline):
         return False
 
 
+def attachment_preview(attachment: Attachment) -> SafeString:
+    """A thumbnail (images) or a download link (PDFs), through the authorised view (staff may see all)."""
+    url = reverse("chat:attachment_file", args=[attachment.pk])
+    if attachment.is_image:
+        preview = reverse("chat:attachment_thumbnail", args=[attachment.pk]) if attachment.thumbnail else url
+        return format_html(
+            '<a href="{}" target="_blank" rel="noopener"><img src="{}" alt="{}" height="80"></a>',
+            url,
+            preview,
+            attachment.original_name,
+        )
+    return format_html('<a href="{}">{}</a>', url, attachment.original_name)
+
+
+ATTACHMENT_FIELDS = ("preview", "original_name", "description", "media_type", "size", "sha256", "message")
+
+
+class AttachmentInline(admin.TabularInline):
+    model = Attachment
+    fields = ATTACHMENT_FIELDS
+    readonly_fields = ATTACHMENT_FIELDS
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request: HttpRequest, obj: Conversation | None = None) -> bool:
+        return False
+
+    @admin.display(description="file")
+    def preview(self, obj: Attachment) -> SafeString:
+        return attachment_preview(obj)
+
+
+@admin.register(Attachment)
+class AttachmentAdmin(admin.ModelAdmin):
+    list_display = (
+        "original_name",
+        "preview",
+        "kind",
+        "media_type",
+        "size",
+        "owner",
+        "conversation",
+        "created_at",
+    )
+    list_filter = ("kind", "media_type", "created_at")
+    search_fields = ("original_name", "sha256", "owner__username")
+    readonly_fields = (
+        "preview",
+        "owner",
+        "conversation",
+        "message",
+        "kind",
+        "media_type",
+        "original_name",
+        "size",
+        "sha256",
+        "width",
+        "height",
+        "pages",
+        "created_at",
+    )
+    exclude = ("file",)
+    list_select_related = ("owner", "conversation")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    @admin.display(description="file")
+    def preview(self, obj: Attachment) -> SafeString:
+        return attachment_preview(obj)
+
+
 @admin.register(Conversation)
 class ConversationAdmin(admin.ModelAdmin):
     list_display = (
@@ -49,12 +134,13 @@ class ConversationAdmin(admin.ModelAdmin):
         "message_count",
         "input_tokens",
         "output_tokens",
+        "cost",
         "updated_at",
     )
     list_filter = ("messages__status", "model", "user", "created_at")
     search_fields = ("title", "messages__content")
-    readonly_fields = ("user", "created_at", "updated_at")
-    inlines = (MessageInline,)
+    readonly_fields = ("user", "created_at", "updated_at", "visible_path")
+    inlines = (MessageInline, AttachmentInline)  # every message of every branch, each with its parent
     date_hierarchy = "created_at"
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Conversation]:
@@ -65,6 +151,7 @@ class ConversationAdmin(admin.ModelAdmin):
             .annotate(
                 total_input=Sum("messages__input_tokens"),
                 total_output=Sum("messages__output_tokens"),
+                total_cost=Sum("messages__cost"),
             )
         )
 
@@ -73,6 +160,15 @@ class ConversationAdmin(admin.ModelAdmin):
     ) -> tuple[QuerySet[Conversation], bool]:
         queryset, _ = super().get_search_results(request, queryset, search_term)
         return queryset.distinct(), False
+
+    @admin.display(description="visible path")
+    def visible_path(self, obj: Conversation) -> str:
+        """The branch on the user's screen (and sent to the model), as message ids and roles."""
+        return format_html_join(
+            mark_safe("<br>"),
+            "#{} {}: {}",
+            ((m.pk, m.role, Truncator(m.content).chars(80)) for m in transcript(conversation=obj)),
+        )
 
     @admin.display(description="messages")
     def message_count(self, obj: Conversation) -> int:
@@ -86,6 +182,10 @@ class ConversationAdmin(admin.ModelAdmin):
     def output_tokens(self, obj: Conversation) -> int:
         return getattr(obj, "total_output", None) or 0
 
+    @admin.display(description="cost (USD)", ordering="total_cost")
+    def cost(self, obj: Conversation) -> Decimal:
+        return getattr(obj, "total_cost", None) or Decimal(0)
+
 
 @admin.register(Message)
 class MessageAdmin(admin.ModelAdmin):
@@ -97,6 +197,9 @@ class MessageAdmin(admin.ModelAdmin):
         "model",
         "input_tokens",
         "output_tokens",
+        "cache_creation_tokens",
+        "cache_read_tokens",
+        "cost",
         "ttft_ms",
         "duration_ms",
         "created_at",
@@ -112,3 +215,31 @@ class MessageAdmin(admin.ModelAdmin):
         "stop_requested",
     )
     list_select_related = ("conversation",)
+
+
+@admin.register(Share)
+class ShareAdmin(admin.ModelAdmin):
+    """Every shared link, active or revoked, with its owner and what it shows."""
+
+    list_display = ("__str__", "owner", "conversation", "message_count", "created_at", "revoked_at", "link")
+    list_filter = (("revoked_at", admin.EmptyFieldListFilter), "created_at")
+    search_fields = ("title", "conversation__title", "conversation__user__username")
+    readonly_fields = ("conversation", "title", "link", "snapshot", "created_at")
+    fields = ("conversation", "title", "link", "created_at", "revoked_at", "snapshot")
+    list_select_related = ("conversation__user",)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # links are made by their owners
+
+    @admin.display(description="owner", ordering="conversation__user__username")
+    def owner(self, obj: Share) -> str:
+        return obj.conversation.user.get_username()
+
+    @admin.display(description="messages")
+    def message_count(self, obj: Share) -> int:
+        return len(obj.snapshot)
+
+    @admin.display(description="link")
+    def link(self, obj: Share) -> str:
+        url = reverse("chat:shared", args=[obj.token])
+        return format_html('<a href="{}" rel="noreferrer" target="_blank">{}</a>', url, url)

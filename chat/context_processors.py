@@ -12,4 +12,6 @@ def chat_settings(request: HttpRequest) -> dict[str, Any]:
         "max_message_chars": settings.CHAT_MAX_MESSAGE_CHARS,
         "chat_models": settings.CHAT_MODELS,
         "default_model": settings.CHAT_MODEL,
+        # The page reopens a stream that sent nothing, not even a heartbeat, for 1.75 of these.
+        "stream_heartbeat_seconds": settings.CHAT_KEEPALIVE_SECONDS,
     }

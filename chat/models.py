@@ -3,10 +3,16 @@ partial answer is never only in memory."""
 
 from __future__ import annotations
 
-from typing import Any
+import uuid
+from pathlib import PurePosixPath
+from typing import Any, cast
 
 from django.conf import settings
+from django.core.files.storage import Storage, storages
+from django.core.signals import setting_changed
 from django.db import models
+from django.dispatch import receiver
+from django.utils.functional import LazyObject, empty
 
 
 class Conversation(models.Model):
@@ -14,12 +20,23 @@ class Conversation(models.Model):
     title = models.CharField(max_length=200, blank=True)
     model = models.CharField(max_length=100, blank=True, help_text="Empty means the site default.")
     system_prompt = models.TextField(blank=True, help_text="Empty means the site default.")
+    # Extended thinking: the budget_tokens of each reply, or None for no thinking.
+    thinking_budget = models.PositiveIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True, db_index=True)
+    # The last message of the visible path (the branch on screen); its ancestors are the transcript and
+    # exactly the history sent to the model. Null only for a conversation without messages.
+    current = models.ForeignKey(
+        "Message", null=True, blank=True, on_delete=models.SET_NULL, related_name="+", editable=False
+    )
+    pinned = models.BooleanField(default=False)
 
     class Meta:
-        ordering = ["-updated_at", "-id"]
-        indexes = [models.Index(fields=["user", "-updated_at"], name="conv_user_recent")]
+        ordering = ["-pinned", "-updated_at", "-id"]
+        indexes = [
+            models.Index(fields=["user", "-updated_at"], name="conv_user_recent"),
+            models.Index(fields=["user", "-pinned", "-updated_at", "-id"], name="conv_user_pinned_recent"),
+        ]
 
     def __str__(self) -> str:
         return self.title or f"Conversation {self.pk}"
@@ -42,12 +59,20 @@ class Message(models.Model):
     CUT_OFF = (Status.STOPPED, Status.INCOMPLETE, Status.ERROR, Status.INTERRUPTED)
 
     conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="messages")
+    # The previous message on its path; messages sharing a parent (and role) are alternatives: an edited
+    # question, a regenerated reply. Null for the first message(s) of a conversation.
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.CASCADE, related_name="children", editable=False
+    )
     role = models.CharField(max_length=16, choices=Role.choices)
     # The text shown on the page (all rounds); stream offsets count characters of it.
     content = models.TextField(blank=True)
     # With tool use: the whole exchange as Messages API turns (assistant text/tool_use, user tool_result),
     # replayed verbatim in the next request's history.
     blocks = models.JSONField(default=list, blank=True)
+    # Extended thinking as shown on the page (all rounds, redactions marked). What is replayed to the API is
+    # in `blocks` (thinking blocks with their signatures, redacted_thinking blocks), never this text.
+    thinking = models.TextField(blank=True)
     # A remark shown under a finished reply, e.g. that the tool-round limit was reached.
     note = models.CharField(max_length=300, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.COMPLETE, db_index=True)
@@ -58,6 +83,14 @@ class Message(models.Model):
     stop_reason = models.CharField(max_length=40, blank=True)
     input_tokens = models.PositiveIntegerField(null=True, blank=True)
     output_tokens = models.PositiveIntegerField(null=True, blank=True)
+    # Prompt caching: tokens written to and read from the cache (billed at their own prices), summed over
+    # tool rounds and every attempt (Continue adds to them), cut-off rounds included.
+    cache_creation_tokens = models.PositiveIntegerField("cache write tokens", null=True, blank=True)
+    cache_read_tokens = models.PositiveIntegerField("cache read tokens", null=True, blank=True)
+    # What this reply was billed, in US dollars, exactly; and the prices ($ per million tokens) applied
+    # to its latest attempt, so that a later price change never rewrites history.
+    cost = models.DecimalField("cost (USD)", max_digits=14, decimal_places=8, null=True, blank=True)
+    prices = models.JSONField("prices applied ($/Mtok)", default=dict, blank=True)
     ttft_ms = models.PositiveIntegerField("time to first token (ms)", null=True, blank=True)
     duration_ms = models.PositiveIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -66,8 +99,13 @@ class Message(models.Model):
     # belongs to a dead process and is marked interrupted by any live one.
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     stop_requested = models.BooleanField(default=False)
-    # A retried reply stays in the database (nothing is lost) but leaves the visible transcript.
-    superseded = models.BooleanField(default=False)
+    # Older turns left out of this reply's request to fit the model's context window (0: none).
+    context_dropped = models.PositiveIntegerField(default=0)
+
+    # Set by selectors.transcript: this message's place among its alternatives (a selectors.Branches).
+    branches: Any = None
+    # Set by Share.messages: the names of the attachments a shared copy leaves out.
+    shared_attachments: list[str] | None = None
 
     class Meta:
         ordering = ["created_at", "id"]
@@ -129,3 +167,124 @@ class Message(models.Model):
         if position < len(self.content):
             parts.append({"kind": "text", "text": self.content[position:]})
         return parts
+
+
+class _AttachmentsStorage(LazyObject):
+    """The `attachments` storage of settings.STORAGES (local disk under DATA_DIR, or S3-compatible), looked
+    up when first used and again after STORAGES changes (as Django's own `default_storage` is)."""
+
+    def _setup(self) -> None:
+        self._wrapped = storages["attachments"]
+
+
+_attachments = _AttachmentsStorage()
+
+
+@receiver(setting_changed, dispatch_uid="chat.attachments_storage_reset")
+def _reset_attachments_storage(*, setting: str, **kwargs: Any) -> None:
+    if setting == "STORAGES":
+        _attachments._wrapped = empty  # type: ignore[assignment]
+
+
+def attachments_storage() -> Storage:
+    return cast(Storage, _attachments)
+
+
+def attachment_path(instance: Attachment, filename: str) -> str:
+    # A random name: nothing about the user's file name reaches the file system or the bucket.
+    suffix = {"image/png": ".png", "image/jpeg": ".jpg", "image/gif": ".gif", "image/webp": ".webp"}.get(
+        instance.media_type, ".pdf"
+    )
+    return str(PurePosixPath(f"u{instance.owner_id}") / f"{uuid.uuid4().hex}{suffix}")
+
+
+def thumbnail_path(instance: Attachment, filename: str) -> str:
+    return str(PurePosixPath(f"u{instance.owner_id}") / f"{uuid.uuid4().hex}.thumb.webp")
+
+
+class Attachment(models.Model):
+    """An image or PDF a user attached. Pending (message None) from upload until it is sent with a message.
+
+    Invariant: the file's bytes were checked by content (chat.attachments.inspect) before the row existed;
+    `media_type` is what the content is, never what the name or the browser claimed."""
+
+    class Kind(models.TextChoices):
+        IMAGE = "image", "Image"
+        PDF = "pdf", "PDF"
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="attachments")
+    conversation = models.ForeignKey(
+        Conversation, on_delete=models.CASCADE, related_name="attachments", null=True, blank=True
+    )
+    message = models.ForeignKey(
+        Message, on_delete=models.CASCADE, related_name="attachments", null=True, blank=True
+    )
+    file = models.FileField(upload_to=attachment_path, storage=attachments_storage, max_length=200)
+    # Images only: a small WebP preview for the transcript (the original is one click away).
+    thumbnail = models.FileField(
+        upload_to=thumbnail_path, storage=attachments_storage, max_length=200, blank=True
+    )
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    media_type = models.CharField(max_length=40)
+    original_name = models.CharField(max_length=200)
+    size = models.PositiveIntegerField()
+    sha256 = models.CharField(max_length=64)
+    width = models.PositiveIntegerField(null=True, blank=True)
+    height = models.PositiveIntegerField(null=True, blank=True)
+    pages = models.PositiveIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+    def __str__(self) -> str:
+        return self.original_name
+
+    @property
+    def is_image(self) -> bool:
+        return self.kind == self.Kind.IMAGE
+
+    @property
+    def description(self) -> str:
+        """A short human summary, e.g. "PNG · 640x480 · 12 KB" or "PDF · 3 pages · 80 KB"."""
+        from django.template.defaultfilters import filesizeformat
+
+        if self.is_image:
+            kind = self.media_type.removeprefix("image/").upper()
+            return f"{kind} · {self.width}×{self.height} · {filesizeformat(self.size)}"  # noqa: RUF001
+        pages = "1 page" if self.pages == 1 else f"{self.pages} pages"
+        return f"PDF · {pages} · {filesizeformat(self.size)}"
+
+
+class Share(models.Model):
+    """A read-only link to a snapshot of a conversation: the visible path when it was made, copied, so later
+    edits, branches or messages never show through it. Anyone with the unguessable token can read it until
+    the owner revokes it (then it is a 404)."""
+
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="shares")
+    token = models.CharField(max_length=64, unique=True, editable=False)
+    title = models.CharField(max_length=200, blank=True)
+    # The copied path: [{"role", "content", "blocks", "status", "error_message", "note"}, ...]
+    snapshot = models.JSONField(default=list, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"Share of {self.title or self.conversation_id} ({'revoked' if self.revoked_at else 'active'})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None
+
+    def messages(self) -> list[Message]:
+        """The snapshot as unsaved Message objects, for the same rendering as the conversation page."""
+        fields = ("role", "content", "blocks", "status", "error_message", "note")
+        messages = []
+        for item in self.snapshot:
+            message = Message(**{name: item.get(name, "") for name in fields})
+            message.shared_attachments = item.get("attachments", [])
+            messages.append(message)
+        return messages

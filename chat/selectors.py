@@ -2,27 +2,83 @@
 
 from __future__ import annotations
 
+import base64
+import json
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
+from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db.models import Q, QuerySet
 from django.shortcuts import get_object_or_404
 
-from chat.models import Conversation, Message
+from chat.models import Attachment, Conversation, Message, Share
+
+THINKING_TYPES = ("thinking", "redacted_thinking")
+
+SIDEBAR_PAGE = 50
+
+
+@dataclass(frozen=True)
+class ConversationPage:
+    """One page of the sidebar, newest first with pinned conversations on top; `next_cursor` (None on the
+    last page) is an opaque keyset position: pages stay fast however many conversations there are."""
+
+    items: list[Conversation]
+    next_cursor: str | None
 
 
 def conversation_list(*, user: Any, query: str = "") -> QuerySet[Conversation]:
-    qs = Conversation.objects.filter(user=user)
+    """The user's conversations, pinned first then most recent; `query` matches titles and the text of
+    any message (any branch)."""
+    qs = Conversation.objects.filter(user=user).order_by("-pinned", "-updated_at", "-id")
     query = query.strip()
     if query:
-        qs = qs.filter(
-            Q(title__icontains=query) | Q(messages__content__icontains=query, messages__superseded=False)
-        ).distinct()
+        # One uncorrelated subquery (hashed once), which PostgreSQL answers from the trigram index on
+        # UPPER(content) (migration 0005) instead of reading every message.
+        matching = Message.objects.filter(content__icontains=query).values("conversation_id")
+        qs = qs.filter(Q(title__icontains=query) | Q(pk__in=matching))
     return qs
+
+
+def conversation_page(
+    *, user: Any, query: str = "", cursor: str = "", size: int = SIDEBAR_PAGE
+) -> ConversationPage:
+    qs = conversation_list(user=user, query=query).only("pk", "title", "pinned", "updated_at")
+    position = _decode_cursor(cursor)
+    if position is not None:
+        pinned, updated_at, pk = position
+        # Keyset: strictly after the last row shown, in the list's order (pinned desc, updated desc, id desc).
+        after = Q(pinned=pinned, updated_at=updated_at, pk__lt=pk) | Q(
+            pinned=pinned, updated_at__lt=updated_at
+        )
+        if pinned:
+            after |= Q(pinned=False)
+        qs = qs.filter(after)
+    rows = list(qs[: size + 1])
+    items, more = rows[:size], len(rows) > size
+    last = items[-1] if items else None
+    next_cursor = None
+    if more and last is not None:
+        next_cursor = f"{int(last.pinned)}~{last.updated_at.isoformat()}~{last.pk}"
+    return ConversationPage(items, next_cursor)
+
+
+def _decode_cursor(cursor: str) -> tuple[bool, datetime, int] | None:
+    try:
+        pinned, updated_at, pk = cursor.split("~")
+        return pinned == "1", datetime.fromisoformat(updated_at), int(pk)
+    except ValueError:
+        return None
 
 
 def conversation_get(*, user: Any, pk: int) -> Conversation:
     return get_object_or_404(Conversation, pk=pk, user=user)
+
+
+async def aconversation_get(*, user: Any, pk: int) -> Conversation:
+    return await database_sync_to_async(conversation_get)(user=user, pk=pk)
 
 
 def message_get(*, user: Any, conversation_pk: int, pk: int) -> Message:
@@ -34,18 +90,143 @@ def message_get(*, user: Any, conversation_pk: int, pk: int) -> Message:
     )
 
 
-def transcript(*, conversation: Conversation) -> QuerySet[Message]:
-    return conversation.messages.filter(superseded=False)
+async def amessage_get(*, user: Any, conversation_pk: int, pk: int) -> Message:
+    return await database_sync_to_async(message_get)(user=user, conversation_pk=conversation_pk, pk=pk)
+
+
+def attachment_for_viewer(*, user: Any, pk: int) -> Attachment:
+    """An attachment its owner, or staff, may see; anyone else gets a 404 (it does not exist for them)."""
+    attachments = Attachment.objects.all()
+    if not (user.is_active and user.is_staff):
+        attachments = attachments.filter(owner=user)
+    return get_object_or_404(attachments, pk=pk)
+
+
+@dataclass(frozen=True)
+class Branches:
+    """Where a message sits among its alternatives (same parent, same role): `index` of `count`, 1-based,
+    with the ids of its neighbours, for the "< 2 / 3 >" control."""
+
+    index: int
+    count: int
+    previous: int | None
+    next: int | None
+
+
+def _branches(siblings: list[int], pk: int) -> Branches:
+    at = siblings.index(pk)
+    return Branches(
+        index=at + 1,
+        count=len(siblings),
+        previous=siblings[at - 1] if at > 0 else None,
+        next=siblings[at + 1] if at + 1 < len(siblings) else None,
+    )
+
+
+def path_to(messages: dict[int, Message], leaf: int | None) -> list[Message]:
+    """The path from the first message to `leaf`, through parents."""
+    path: list[Message] = []
+    node = messages.get(leaf) if leaf is not None else None
+    while node is not None:
+        path.append(node)
+        node = messages.get(node.parent_id) if node.parent_id is not None else None
+    path.reverse()
+    return path
+
+
+def transcript(*, conversation: Conversation) -> list[Message]:
+    """The visible path, oldest first, each message with its `branches` (a Branches) set. One query."""
+    messages = {m.pk: m for m in conversation.messages.prefetch_related("attachments")}
+    siblings: dict[tuple[int | None, str], list[int]] = {}
+    for message in sorted(messages.values(), key=lambda m: m.pk):
+        siblings.setdefault((message.parent_id, message.role), []).append(message.pk)
+    if conversation.current_id is None:
+        # Rows written without the services (fixtures, imports): no path recorded, so show them in order.
+        path = sorted(messages.values(), key=lambda m: (m.created_at, m.pk))
+    else:
+        path = path_to(messages, conversation.current_id)
+    for message in path:
+        message.branches = _branches(siblings[(message.parent_id, message.role)], message.pk)
+    return path
+
+
+def all_branches(*, conversation: Conversation) -> list[Message]:
+    """Every message of every branch, in the order they were written (for export and review)."""
+    return list(conversation.messages.order_by("created_at", "id").prefetch_related("attachments"))
+
+
+def message_branches(*, message: Message) -> Branches:
+    """`message`'s place among its alternatives (one query); the transcript precomputes this."""
+    cached = getattr(message, "branches", None)
+    if isinstance(cached, Branches):
+        return cached
+    siblings = list(
+        Message.objects.filter(
+            conversation_id=message.conversation_id, parent_id=message.parent_id, role=message.role
+        )
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+    return _branches(siblings, message.pk)
+
+
+def newest_leaf(*, message: Message) -> Message:
+    """The end of the branch that starts at `message`: follow the newest child down."""
+    children: dict[int, list[Message]] = {}
+    for m in message.conversation.messages.filter(pk__gt=message.pk).order_by("pk"):
+        children.setdefault(m.parent_id or 0, []).append(m)
+    node = message
+    while children.get(node.pk):
+        node = children[node.pk][-1]
+    return node
+
+
+def _is_prefill_turn(turn: dict[str, Any]) -> bool:
+    return turn["role"] == "assistant" and all(
+        b["type"] in ("text", *THINKING_TYPES) for b in turn["content"]
+    )
 
 
 def split_prefill(blocks: list[dict[str, Any]], content: str) -> tuple[list[dict[str, Any]], str]:
-    """A reply's saved tool rounds, and the trailing text that a Continue extends (its prefill)."""
+    """A reply's saved tool rounds, and the trailing text that a Continue extends (its prefill). A trailing
+    round's thinking blocks are not part of the prefill (see `prefill_thinking`)."""
     if not blocks:
         return [], content.rstrip()
     last = blocks[-1]
-    if last["role"] == "assistant" and all(b["type"] == "text" for b in last["content"]):
-        return blocks[:-1], "".join(b["text"] for b in last["content"]).rstrip()
+    if _is_prefill_turn(last):
+        return blocks[:-1], "".join(b["text"] for b in last["content"] if b["type"] == "text").rstrip()
     return blocks, ""
+
+
+def prefill_thinking(blocks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The thinking blocks of the trailing text round a Continue extends: the API refuses an assistant
+    prefill while thinking is on, so Continue sends the prefill without thinking, and these blocks are put
+    back in front of the continued round when it is saved (replayed as they were in later turns)."""
+    if blocks and _is_prefill_turn(blocks[-1]):
+        return [b for b in blocks[-1]["content"] if b["type"] in THINKING_TYPES]
+    return []
+
+
+def attachment_block(attachment: Attachment) -> dict[str, Any]:
+    """An attachment as a Messages API content block (base64 source), read from storage."""
+    with attachment.file.open("rb") as handle:
+        data = base64.standard_b64encode(handle.read()).decode("ascii")
+    block_type = "image" if attachment.is_image else "document"
+    return {
+        "type": block_type,
+        "source": {"type": "base64", "media_type": attachment.media_type, "data": data},
+    }
+
+
+def _user_content(message: Message) -> str | list[dict[str, Any]]:
+    """A user turn: its attachments (images and documents, in the order attached) before its text."""
+    attachments = list(message.attachments.all())
+    if not attachments:
+        return message.content
+    blocks = [attachment_block(a) for a in attachments]
+    if message.content.strip():
+        blocks.append({"type": "text", "text": message.content})
+    return blocks
 
 
 def _append(history: list[dict[str, Any]], role: str, content: str | list[dict[str, Any]]) -> None:
@@ -59,24 +240,113 @@ def _append(history: list[dict[str, Any]], role: str, content: str | list[dict[s
         history.append({"role": role, "content": content})
 
 
-def provider_history(*, reply: Message) -> tuple[list[dict[str, Any]], str, str]:
-    """The messages to send for `reply`: everything visible before it (tool rounds exactly as saved), then,
-    for Continue, its own earlier rounds and partial text."""
+@dataclass(frozen=True)
+class History:
+    """What a reply's request sends: `messages` (the path before the reply, fitted to the context window),
+    the system prompt, the model, and how many older turns were left out to fit."""
+
+    messages: list[dict[str, Any]]
+    system: str
+    model: str
+    dropped_turns: int = 0
+
+
+def _turns(message: Message) -> list[tuple[str, str | list[dict[str, Any]]]]:
+    if message.blocks:
+        return [(turn["role"], turn["content"]) for turn in message.blocks]
+    if message.role == Message.Role.USER and message.attachments.all():
+        return [("user", _user_content(message))]
+    text = message.content if message.role == Message.Role.USER else message.content.rstrip()
+    return [(message.role, text)] if text.strip() else []  # an empty failed reply would be rejected
+
+
+def provider_history(*, reply: Message) -> History:
+    """The messages to send for `reply`: exactly its path (its ancestors; the visible path when it was
+    requested), tool rounds as saved, then, for Continue, its own earlier rounds and partial text. Older
+    exchanges are dropped whole to fit the model's context window (see `fit_to_context`)."""
     conversation = reply.conversation
-    history: list[dict[str, Any]] = []
-    earlier = conversation.messages.filter(superseded=False, pk__lt=reply.pk).order_by("created_at", "id")
+    earlier_rows = conversation.messages.filter(pk__lt=reply.pk).prefetch_related("attachments")
+    messages = {m.pk: m for m in earlier_rows}
+    earlier = path_to(messages, reply.parent_id)
+    exchanges: list[list[tuple[str, str | list[dict[str, Any]]]]] = []
     for message in earlier:
-        if message.blocks:
-            for turn in message.blocks:
-                _append(history, turn["role"], turn["content"])
-            continue
-        text = message.content if message.role == Message.Role.USER else message.content.rstrip()
-        if text.strip():  # an empty failed reply would be rejected by the API
-            _append(history, message.role, text)
+        # An exchange starts at each user message: tool_use/tool_result pairs live inside a reply, so a
+        # cut between exchanges never splits a tool exchange.
+        if message.role == Message.Role.USER or not exchanges:
+            exchanges.append([])
+        exchanges[-1].extend(_turns(message))
+    tail: list[tuple[str, str | list[dict[str, Any]]]] = []
     rounds, prefill = split_prefill(reply.blocks, reply.content)
-    for turn in rounds:
-        _append(history, turn["role"], turn["content"])
+    tail.extend((turn["role"], turn["content"]) for turn in rounds)
     if prefill:
-        _append(history, "assistant", prefill)
+        tail.append(("assistant", prefill))
     system = conversation.system_prompt or settings.CHAT_SYSTEM_PROMPT
-    return history, system, conversation.model or settings.CHAT_MODEL
+    model = conversation.model or settings.CHAT_MODEL
+    kept, dropped = fit_to_context(exchanges, tail, budget=context_budget(model, system))
+    history: list[dict[str, Any]] = []
+    for exchange in kept:
+        for role, content in exchange:
+            _append(history, role, content)
+    for role, content in tail:
+        _append(history, role, content)
+    return History(history, system, model, dropped)
+
+
+def context_budget(model: str, system: str) -> int:
+    """Tokens the history may use: the model's window (CHAT_CONTEXT_TOKENS) less the reply's max_tokens
+    and the system prompt."""
+    window = settings.CHAT_CONTEXT_TOKENS.get(model, settings.CHAT_CONTEXT_TOKENS_DEFAULT)
+    return max(0, window - settings.CHAT_MAX_TOKENS - estimate_tokens(system))
+
+
+IMAGE_TOKENS = 1_600  # an image the API has scaled to its limit costs about this much
+
+
+def estimate_tokens(content: Any) -> int:
+    """A cheap, deliberately generous estimate (about 3 characters per token) with no network call: the
+    SDK's count_tokens is a request of its own. Blocks count their JSON size, except attachments: an image
+    a flat IMAGE_TOKENS, a document about one token per 200 bytes of its base64 (its text, roughly)."""
+    if isinstance(content, str):
+        return len(content) // 3 + 4
+    if isinstance(content, list):
+        return sum(_block_tokens(block) for block in content) + 4
+    return len(json.dumps(content, ensure_ascii=False)) // 3 + 4
+
+
+def _block_tokens(block: Any) -> int:
+    kind = block.get("type") if isinstance(block, dict) else None
+    if kind == "image":
+        return IMAGE_TOKENS
+    if kind == "document":
+        return 1_500 + len(str(block.get("source", {}).get("data", ""))) // 200
+    return len(json.dumps(block, ensure_ascii=False)) // 3
+
+
+def fit_to_context(
+    exchanges: list[list[tuple[str, Any]]], tail: list[tuple[str, Any]], *, budget: int
+) -> tuple[list[list[tuple[str, Any]]], int]:
+    """Keep the newest exchanges that fit in `budget`, dropping the oldest whole; the last exchange (the
+    question being answered) is always kept. Returns the kept exchanges and how many were dropped."""
+    used = sum(estimate_tokens(content) for _, content in tail)
+    kept: list[list[tuple[str, Any]]] = []
+    for index, exchange in enumerate(reversed(exchanges)):
+        cost = sum(estimate_tokens(content) for _, content in exchange)
+        if index > 0 and used + cost > budget:
+            break
+        kept.append(exchange)
+        used += cost
+    kept.reverse()
+    return kept, len(exchanges) - len(kept)
+
+
+def share_list(*, user: Any) -> QuerySet[Share]:
+    return Share.objects.filter(conversation__user=user).select_related("conversation")
+
+
+def share_get(*, user: Any, pk: int) -> Share:
+    return get_object_or_404(Share, pk=pk, conversation__user=user)
+
+
+def share_get_public(*, token: str) -> Share:
+    """The share behind a link, for anyone holding it; a revoked or unknown link is a 404 alike."""
+    return get_object_or_404(Share, token=token, revoked_at__isnull=True)

@@ -1,28 +1,46 @@
-"""Every write to conversations and messages. Keyword-only, typed, synchronous; async callers wrap them
-in `database_sync_to_async` so a stream never pins a database connection between writes."""
+"""Every write to conversations and messages that a user's request makes. Keyword-only, typed, synchronous,
+each with its async twin (`amessage_send` beside `message_send`) for the async views: the twin runs it in
+`database_sync_to_async`, so a request never pins a database connection between writes. The streaming
+engine's own writes (saving partial text, leases, the final row) are in `chat.streaming.store`."""
 
 from __future__ import annotations
 
+import enum
+import logging
+import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Any
+from datetime import timedelta
 
+from channels.db import database_sync_to_async
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
+from django.core.files.base import ContentFile
 from django.db import transaction
-from django.db.models import F, Q
-from django.db.models.functions import Coalesce
+from django.db.models import Sum
+from django.template.defaultfilters import filesizeformat
 from django.utils import timezone
 
-from chat.errors import INTERRUPTED_MESSAGE, ReplyFailure
-from chat.models import Conversation, Message
+from chat import throttling
+from chat.attachments import inspect_upload, make_thumbnail, safe_name
+from chat.models import Attachment, Conversation, Message, Share
+from chat.selectors import newest_leaf, transcript
+from chat.streaming.store import lease_deadline
+from chat.text import has_unstorable
+from usage.budgets import check_can_start, lock_user
 
 TITLE_LENGTH = 60
 
 
-def _lease() -> datetime:
-    return timezone.now() + timedelta(seconds=settings.CHAT_LEASE_SECONDS)
+class Keep(enum.Enum):
+    """A setting left as it is (for arguments where None has a meaning of its own)."""
+
+    KEEP = "keep"
+
+
+KEEP = Keep.KEEP
+logger = logging.getLogger(__name__)
 
 
 def title_from_text(text: str) -> str:
@@ -41,7 +59,42 @@ def clean_message_text(text: str) -> str:
         raise ValidationError(
             f"That message is {len(text):,} characters long; the limit is {limit:,}.", code="too_long"
         )
+    if has_unstorable(text):
+        # Refused rather than altered: the user sees what is wrong, and nothing is saved.
+        raise ValidationError(
+            "That message contains a NUL character (U+0000) or an invalid character, which cannot be "
+            "saved. Remove it and send again.",
+            code="unstorable",
+        )
     return text.strip("\r\n")
+
+
+def max_output_tokens(model: str) -> int:
+    """The output limit of `model` (CHAT_MODEL_MAX_OUTPUT_TOKENS, else CHAT_MAX_OUTPUT_TOKENS)."""
+    return int(
+        settings.CHAT_MODEL_MAX_OUTPUT_TOKENS.get(
+            model or settings.CHAT_MODEL, settings.CHAT_MAX_OUTPUT_TOKENS
+        )
+    )
+
+
+def clean_thinking_budget(budget: object, *, model: str = "") -> int | None:
+    """A valid budget_tokens for extended thinking with `model` (empty: the site default), or None (off).
+    The reply's max_tokens becomes CHAT_MAX_TOKENS + budget, so budget < max_tokens always holds; the sum
+    must fit the model's output limit."""
+    if budget is None or budget == 0:
+        return None
+    if not isinstance(budget, int) or budget not in settings.CHAT_THINKING_BUDGETS:
+        raise ValidationError("Choose one of the offered thinking budgets.", code="thinking_budget")
+    limit = max_output_tokens(model)
+    if budget + settings.CHAT_MAX_TOKENS > limit:
+        raise ValidationError(
+            f"A thinking budget of {budget:,} tokens does not fit {model or settings.CHAT_MODEL}'s output "
+            f"limit of {limit:,} tokens (with {settings.CHAT_MAX_TOKENS:,} for the answer). Choose a smaller "
+            "budget or turn thinking off.",
+            code="thinking_budget",
+        )
+    return budget
 
 
 def conversation_create(
@@ -58,7 +111,9 @@ def conversation_update(
     title: str | None = None,
     model: str | None = None,
     system_prompt: str | None = None,
+    thinking_budget: int | Keep | None = KEEP,
 ) -> Conversation:
+    """Change the given settings; `thinking_budget` None turns extended thinking off (KEEP leaves it)."""
     fields = ["updated_at"]
     if title is not None:
         title = " ".join(title.split())
@@ -72,18 +127,159 @@ def conversation_update(
         conversation.model = model
         fields.append("model")
     if system_prompt is not None:
+        if has_unstorable(system_prompt):
+            raise ValidationError("The system prompt contains a NUL or invalid character.", code="unstorable")
         conversation.system_prompt = system_prompt[: settings.CHAT_MAX_MESSAGE_CHARS]
         fields.append("system_prompt")
+    if not isinstance(thinking_budget, Keep):
+        conversation.thinking_budget = clean_thinking_budget(thinking_budget, model=conversation.model)
+        fields.append("thinking_budget")
+    elif model is not None and conversation.thinking_budget:  # the kept budget must fit the new model too
+        clean_thinking_budget(conversation.thinking_budget, model=conversation.model)
     conversation.save(update_fields=fields)
     return conversation
 
 
-def conversation_delete(*, conversation: Conversation) -> None:
-    # A running generation notices its row is gone at its next save and stops.
-    Message.objects.filter(conversation=conversation, status=Message.Status.STREAMING).update(
-        stop_requested=True
-    )
+def conversation_pin(*, conversation: Conversation, pinned: bool) -> Conversation:
+    """Pin to (or unpin from) the top of the sidebar. Not an activity: `updated_at` stays."""
+    Conversation.objects.filter(pk=conversation.pk).update(pinned=pinned)
+    conversation.pinned = pinned
+    return conversation
+
+
+@transaction.atomic
+def conversation_delete(*, conversation: Conversation) -> list[int]:
+    """Delete the conversation; returns the replies that were streaming, whose viewers should be told.
+    A running generation notices its row is gone at its next save and stops."""
+    streaming = Message.objects.filter(conversation=conversation, status=Message.Status.STREAMING)
+    reply_ids = list(streaming.values_list("pk", flat=True))
+    streaming.update(stop_requested=True)
     conversation.delete()
+    return reply_ids
+
+
+# --- Attachments ----------------------------------------------------------------------------------
+
+
+def attachments_purge_pending(*, owner: User | None = None, older_than: timedelta | None = None) -> int:
+    """Delete attachments uploaded but never sent (a chip left in a closed tab) once they are older than
+    CHAT_ATTACHMENT_PENDING_HOURS; their files go with them (post_delete). Returns how many."""
+    age = older_than if older_than is not None else timedelta(hours=settings.CHAT_ATTACHMENT_PENDING_HOURS)
+    stale = Attachment.objects.filter(message__isnull=True, created_at__lt=timezone.now() - age)
+    if owner is not None:
+        stale = stale.filter(owner=owner)
+    deleted, _ = stale.delete()
+    return deleted
+
+
+def attachment_create(*, owner: User, data: bytes, name: str) -> Attachment:
+    """Check the bytes by content (ValidationError, and nothing stored, if refused), then store the file
+    and its row. The attachment is pending until `message_send` attaches it to a message. The owner's
+    stale pending uploads are purged on the way, so abandoned chips do not pile up."""
+    attachments_purge_pending(owner=owner)
+    inspected = inspect_upload(data, name)
+    attachment = Attachment(
+        owner=owner,
+        kind=inspected.kind,
+        media_type=inspected.media_type,
+        original_name=safe_name(name),
+        size=inspected.size,
+        sha256=inspected.sha256,
+        width=inspected.width,
+        height=inspected.height,
+        pages=inspected.pages,
+    )
+    try:
+        attachment.file.save("upload", ContentFile(data), save=False)
+        if inspected.kind == Attachment.Kind.IMAGE:
+            attachment.thumbnail.save("thumb", ContentFile(make_thumbnail(data)), save=False)
+        attachment.save()
+    except BaseException:
+        for stored in (attachment.file, attachment.thumbnail):  # no orphan file for a row that never was
+            if stored.name:
+                stored.storage.delete(stored.name)
+        raise
+    return attachment
+
+
+def attachment_discard(*, owner: User, pk: int) -> bool:
+    """Remove a pending (not yet sent) attachment of `owner`; its file goes with it (post_delete)."""
+    deleted, _ = Attachment.objects.filter(pk=pk, owner=owner, message__isnull=True).delete()
+    return bool(deleted)
+
+
+def _claim_attachments(*, conversation: Conversation, ids: Sequence[int]) -> list[Attachment]:
+    """The user's pending attachments `ids`, checked against the per-message and per-conversation limits."""
+    ids = list(dict.fromkeys(ids))
+    if not ids:
+        return []
+    per_message = settings.CHAT_ATTACHMENTS_PER_MESSAGE
+    if len(ids) > per_message:
+        raise ValidationError(
+            f"A message can carry at most {per_message} attachments; this one has {len(ids)}.",
+            code="too_many_attachments",
+        )
+    found = list(
+        Attachment.objects.select_for_update().filter(
+            pk__in=ids, owner_id=conversation.user_id, message__isnull=True
+        )
+    )
+    if len(found) != len(ids):
+        raise ValidationError(
+            "An attachment is no longer available (removed, or already sent). Attach it again.",
+            code="attachment_gone",
+        )
+    limit = settings.CHAT_ATTACHMENTS_MAX_CONVERSATION_BYTES
+    earlier = (
+        Attachment.objects.filter(conversation=conversation, message__isnull=False).aggregate(t=Sum("size"))[
+            "t"
+        ]
+        or 0
+    )
+    total = earlier + sum(a.size for a in found)
+    if total > limit:
+        raise ValidationError(
+            f"This conversation's attachments would total {filesizeformat(total)}; the limit is "
+            f"{filesizeformat(limit)} (every file is sent again on each turn). Start a new conversation "
+            "for more files.",
+            code="conversation_attachments_too_large",
+        )
+    by_id = {a.pk: a for a in found}
+    return [by_id[pk] for pk in ids]
+
+
+def share_create(*, conversation: Conversation) -> Share:
+    """A read-only link to the conversation as it is now (the visible path, copied)."""
+    path = transcript(conversation=conversation)
+    if not path:
+        raise ValidationError("There is nothing to share yet.", code="empty")
+    snapshot = [
+        {
+            "role": m.role,
+            "content": m.content,
+            "blocks": m.blocks,
+            "status": m.status,
+            "error_message": m.error_message,
+            "note": m.note,
+            # Attachments are served to their owner only: the copy names them but does not include them.
+            "attachments": [a.original_name for a in m.attachments.all()],
+        }
+        for m in path
+    ]
+    return Share.objects.create(
+        conversation=conversation,
+        token=secrets.token_urlsafe(32),
+        title=conversation.title,
+        snapshot=snapshot,
+    )
+
+
+def share_revoke(*, share: Share) -> Share:
+    """The link stops working at once (404); the row stays, for the owner's list and staff."""
+    if share.revoked_at is None:
+        share.revoked_at = timezone.now()
+        share.save(update_fields=["revoked_at"])
+    return share
 
 
 @dataclass(frozen=True)
@@ -92,7 +288,17 @@ class SentMessage:
     reply: Message
 
 
+def _lock_user(user_id: int) -> None:
+    """Serialise everything that starts a generation for one user, so that the capacity and rate checks
+    (read, then write) cannot both pass in two concurrent requests. The lock is on the user's row: a new
+    conversation's own row would lock nothing anyone else waits on. On SQLite, IMMEDIATE transactions
+    already serialise all writers. Always taken before any conversation row, so no two requests deadlock."""
+    list(User.objects.select_for_update().filter(pk=user_id).values_list("pk", flat=True))
+
+
 def _check_capacity(conversation: Conversation) -> None:
+    """Call with the user's row locked (`_lock_user`). Refuses a start when the conversation is already
+    generating, or when the user has CHAT_MAX_CONCURRENT_PER_USER replies generating."""
     streaming = Message.objects.filter(status=Message.Status.STREAMING)
     if streaming.filter(conversation=conversation).exists():
         raise ValidationError(
@@ -107,61 +313,155 @@ def _check_capacity(conversation: Conversation) -> None:
         )
 
 
-def _new_reply(conversation: Conversation) -> Message:
-    return Message.objects.create(
+def _check_rate(conversation: Conversation) -> None:
+    """The last check before a start is saved, since it counts: refuses the start when the user has started
+    CHAT_MESSAGES_PER_MINUTE generations in the last minute, and counts it otherwise. A start that another
+    check refused is never counted."""
+    refusal = throttling.message_hit(user_id=conversation.user_id)
+    if refusal is not None:
+        raise ValidationError(
+            f"You can send {refusal.limit} messages a minute. Nothing was sent; "
+            f"try again in {refusal.wait_text}.",
+            code="rate_limited",
+            params={"retry_after": refusal.retry_after},
+        )
+
+
+def _check_budget(conversation: Conversation) -> None:
+    """Refuse a new upstream call when a budget is used up. The user's row lock makes concurrent sends of
+    one user check one after another, each seeing the replies the others started (see usage.budgets)."""
+    lock_user(user_id=conversation.user_id)
+    check_can_start(user_id=conversation.user_id)
+
+
+def _new_reply(conversation: Conversation, *, parent: Message) -> Message:
+    """An empty streaming reply to `parent`, made the end of the visible path."""
+    reply = Message.objects.create(
         conversation=conversation,
+        parent=parent,
         role=Message.Role.ASSISTANT,
         status=Message.Status.STREAMING,
         model=conversation.model or settings.CHAT_MODEL,
-        lease_expires_at=_lease(),
+        lease_expires_at=lease_deadline(),
+    )
+    conversation.current = reply
+    conversation.save(update_fields=["current", "updated_at"])
+    return reply
+
+
+def _lock(conversation: Conversation) -> Conversation:
+    """Lock the conversation row (two concurrent writes cannot both pass the capacity check) and read
+    its current path end afresh."""
+    _lock_user(conversation.user_id)  # always the user's row first, then the conversation's: no deadlock
+    locked = Conversation.objects.select_for_update().get(pk=conversation.pk)
+    if locked.current_id is None:  # rows written without the services: the newest one ends the path
+        locked.current_id = (
+            Message.objects.filter(conversation=conversation)
+            .order_by("-pk")
+            .values_list("pk", flat=True)
+            .first()
+        )
+    conversation.current_id = locked.current_id
+    return conversation
+
+
+def _add_user_message(
+    conversation: Conversation,
+    *,
+    text: str,
+    parent_id: int | None,
+    attachments: Sequence[Attachment] = (),
+) -> SentMessage:
+    user_message = Message.objects.create(
+        conversation=conversation, role=Message.Role.USER, content=text, parent_id=parent_id
+    )
+    if attachments:
+        Attachment.objects.filter(pk__in=[a.pk for a in attachments]).update(
+            conversation=conversation, message=user_message
+        )
+    if not conversation.title:
+        conversation.title = title_from_text(text or ", ".join(a.original_name for a in attachments))
+        conversation.save(update_fields=["title", "updated_at"])
+    return SentMessage(user_message=user_message, reply=_new_reply(conversation, parent=user_message))
+
+
+@transaction.atomic
+def message_send(*, conversation: Conversation, text: str, attachment_ids: Sequence[int] = ()) -> SentMessage:
+    """Commit the user's text (and attach its pending attachments) and the empty reply row together,
+    before any model is called; both go at the end of the visible path. With attachments, the text may be
+    empty."""
+    if not (attachment_ids and not text.strip()):
+        text = clean_message_text(text)
+    else:
+        text = ""
+    _lock(conversation)
+    _check_capacity(conversation)
+    _check_budget(conversation)
+    attachments = _claim_attachments(conversation=conversation, ids=attachment_ids)
+    _check_rate(conversation)
+    return _add_user_message(
+        conversation, text=text, parent_id=conversation.current_id, attachments=attachments
     )
 
 
 @transaction.atomic
-def message_send(*, conversation: Conversation, text: str) -> SentMessage:
-    """Commit the user's text and the empty reply row together, before any model is called."""
+def message_edit(*, message: Message, text: str) -> SentMessage:
+    """A sent question, edited: a new branch from that point (an alternative of `message`, with a new
+    reply); the old branch is kept whole."""
     text = clean_message_text(text)
-    # Lock the conversation row so two concurrent sends cannot both pass the capacity check.
-    Conversation.objects.select_for_update().filter(pk=conversation.pk).first()
+    if message.role != Message.Role.USER:
+        raise ValidationError("Only your own messages can be edited.", code="not_user")
+    conversation = _lock(message.conversation)
     _check_capacity(conversation)
-    user_message = Message.objects.create(conversation=conversation, role=Message.Role.USER, content=text)
-    if not conversation.title:
-        conversation.title = title_from_text(text)
-    conversation.save(update_fields=["title", "updated_at"])
-    return SentMessage(user_message=user_message, reply=_new_reply(conversation))
+    _check_budget(conversation)
+    _check_rate(conversation)
+    return _add_user_message(conversation, text=text, parent_id=message.parent_id)
 
 
 @transaction.atomic
-def conversation_start(*, user: User, text: str, model: str = "") -> SentMessage:
+def branch_switch(*, message: Message) -> Message:
+    """Show the branch through `message` (one of several alternatives): the visible path now ends at the
+    newest message below it. Returns that end."""
+    conversation = _lock(message.conversation)
+    leaf = newest_leaf(message=message)
+    conversation.current = leaf
+    conversation.save(update_fields=["current"])
+    return leaf
+
+
+@transaction.atomic
+def conversation_start(
+    *, user: User, text: str, model: str = "", attachment_ids: Sequence[int] = ()
+) -> SentMessage:
     """A new conversation with its first message, or nothing at all if the message is refused."""
     conversation = conversation_create(user=user, model=model)
-    return message_send(conversation=conversation, text=text)
+    return message_send(conversation=conversation, text=text, attachment_ids=attachment_ids)
 
 
 @transaction.atomic
 def message_retry(*, reply: Message) -> Message:
-    """Regenerate a finished or cut-off reply. The old one is kept, marked superseded."""
-    conversation = Conversation.objects.select_for_update().get(pk=reply.conversation_id)
-    if reply.role != Message.Role.ASSISTANT or reply.superseded:
-        raise ValidationError("Only the latest reply can be retried.", code="not_latest")
+    """Regenerate a finished or cut-off reply: a new alternative of it (same question), shown in its
+    place. The old one is kept as a branch."""
+    if reply.role != Message.Role.ASSISTANT or reply.parent_id is None:
+        raise ValidationError("Only a reply can be regenerated.", code="not_reply")
     if reply.is_streaming:
         raise ValidationError("This reply is still being written.", code="busy")
-    latest = conversation.messages.filter(superseded=False).last()
-    if latest is None or latest.pk != reply.pk:
-        raise ValidationError("Only the latest reply can be retried.", code="not_latest")
+    conversation = _lock(reply.conversation)
     _check_capacity(conversation)
-    Message.objects.filter(pk=reply.pk).update(superseded=True)
-    conversation.save(update_fields=["updated_at"])
-    return _new_reply(conversation)
+    _check_budget(conversation)
+    _check_rate(conversation)
+    return _new_reply(conversation, parent=Message.objects.get(pk=reply.parent_id))
 
 
 @transaction.atomic
 def message_continue(*, reply: Message) -> Message:
-    """Go on from a cut-off reply's partial text, in the same message."""
-    conversation = Conversation.objects.select_for_update().get(pk=reply.conversation_id)
-    if not reply.can_continue or reply.superseded:
+    """Go on from a cut-off reply's partial text, in the same message (shown, if it was not)."""
+    conversation = _lock(reply.conversation)
+    if not reply.can_continue:
         raise ValidationError("Only a cut-off reply with some text can be continued.", code="not_cut_off")
     _check_capacity(conversation)
+    _check_budget(conversation)
+    _check_rate(conversation)
     # The Messages API rejects an assistant prefill that ends in whitespace; the model restores it.
     content = reply.content.rstrip()
     updated = Message.objects.filter(pk=reply.pk, status__in=Message.CUT_OFF).update(
@@ -173,11 +473,12 @@ def message_continue(*, reply: Message) -> Message:
         note="",
         stop_requested=False,
         finished_at=None,
-        lease_expires_at=_lease(),
+        lease_expires_at=lease_deadline(),
     )
     if not updated:  # someone else continued it first: never run two generations of one reply
         raise ValidationError("This reply is already being continued.", code="busy")
-    conversation.save(update_fields=["updated_at"])
+    conversation.current = newest_leaf(message=reply)
+    conversation.save(update_fields=["current", "updated_at"])
     reply.refresh_from_db()
     return reply
 
@@ -189,99 +490,48 @@ def message_request_stop(*, reply: Message) -> bool:
     )
 
 
-# --- Writes made by the producer of a reply ------------------------------------------------------
+# --- Async twins, for the async views ---------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class BatchResult:
-    gone: list[int]  # deleted, or no longer streaming (reaped, finished elsewhere)
-    stop_requested: list[int]
-
-
-@transaction.atomic
-def replies_save_batch(*, saves: list[tuple[int, str, int | None]], renew: list[int]) -> BatchResult:
-    """One process's periodic save, in one transaction: the partial text (and time to first token) of each
-    reply in `saves`, with its lease renewed in the same UPDATE, and a lease-only renewal for `renew`.
-    Reports which replies are gone and which a user asked to stop."""
-    lease = _lease()
-    streaming = Message.objects.filter(status=Message.Status.STREAMING)
-    for reply_id, content, ttft_ms in saves:
-        fields: dict[str, object] = {"content": content, "lease_expires_at": lease}
-        if ttft_ms is not None:
-            fields["ttft_ms"] = ttft_ms
-        streaming.filter(pk=reply_id).update(**fields)
-    if renew:
-        streaming.filter(pk__in=renew).update(lease_expires_at=lease)
-    ids = [reply_id for reply_id, _, _ in saves] + renew
-    alive = dict(streaming.filter(pk__in=ids).values_list("pk", "stop_requested"))
-    return BatchResult(
-        gone=[reply_id for reply_id in ids if reply_id not in alive],
-        stop_requested=[reply_id for reply_id, stop in alive.items() if stop],
+async def aconversation_start(
+    *, user: User, text: str, model: str = "", attachment_ids: Sequence[int] = ()
+) -> SentMessage:
+    return await database_sync_to_async(conversation_start)(
+        user=user, text=text, model=model, attachment_ids=attachment_ids
     )
 
 
-def reply_save_blocks(*, reply_id: int, content: str, blocks: list[dict[str, Any]]) -> None:
-    """Save a finished tool round (once per round, not per token)."""
-    Message.objects.filter(pk=reply_id, status=Message.Status.STREAMING).update(
-        content=content, blocks=blocks, lease_expires_at=_lease()
+async def amessage_send(
+    *, conversation: Conversation, text: str, attachment_ids: Sequence[int] = ()
+) -> SentMessage:
+    return await database_sync_to_async(message_send)(
+        conversation=conversation, text=text, attachment_ids=attachment_ids
     )
 
 
-def reply_finish(
-    *,
-    reply_id: int,
-    content: str,
-    status: str,
-    blocks: list[dict[str, Any]] | None = None,
-    note: str = "",
-    error: ReplyFailure | None = None,
-    stop_reason: str | None = None,
-    model: str | None = None,
-    input_tokens: int | None = None,
-    output_tokens: int | None = None,
-    ttft_ms: int | None = None,
-    duration_ms: int | None = None,
-) -> bool:
-    fields: dict[str, object] = {
-        "content": content,
-        "status": status,
-        "error_code": error.code if error else "",
-        "error_message": error.message if error else "",
-        "stop_reason": stop_reason or "",
-        "note": note[:300],
-        "finished_at": timezone.now(),
-        "lease_expires_at": None,
-        "duration_ms": duration_ms,
-    }
-    if model:
-        fields["model"] = model
-    if blocks is not None:
-        fields["blocks"] = blocks
-    if ttft_ms is not None:
-        fields["ttft_ms"] = ttft_ms
-    # Continue adds to the usage of the attempts before it rather than overwriting it.
-    if input_tokens is not None:
-        fields["input_tokens"] = Coalesce(F("input_tokens"), 0) + input_tokens
-    if output_tokens is not None:
-        fields["output_tokens"] = Coalesce(F("output_tokens"), 0) + output_tokens
-    return bool(Message.objects.filter(pk=reply_id, status=Message.Status.STREAMING).update(**fields))
+async def amessage_edit(*, message: Message, text: str) -> SentMessage:
+    return await database_sync_to_async(message_edit)(message=message, text=text)
 
 
-def replies_reap_expired(*, exclude: list[int] | tuple[int, ...] = ()) -> list[int]:
-    """Mark streaming replies whose lease lapsed (their process died) as interrupted, keeping the text.
-    `exclude`: replies this process is generating — alive, whatever their lease says."""
-    now = timezone.now()
-    stale = Q(status=Message.Status.STREAMING) & (
-        Q(lease_expires_at__lt=now) | Q(lease_expires_at__isnull=True)
-    )
-    ids = list(Message.objects.filter(stale).exclude(pk__in=exclude).values_list("pk", flat=True)[:500])
-    if not ids:
-        return []
-    Message.objects.filter(stale, pk__in=ids).update(
-        status=Message.Status.INTERRUPTED,
-        error_code="interrupted",
-        error_message=INTERRUPTED_MESSAGE,
-        finished_at=now,
-        lease_expires_at=None,
-    )
-    return ids
+async def abranch_switch(*, message: Message) -> Message:
+    return await database_sync_to_async(branch_switch)(message=message)
+
+
+async def amessage_retry(*, reply: Message) -> Message:
+    return await database_sync_to_async(message_retry)(reply=reply)
+
+
+async def amessage_continue(*, reply: Message) -> Message:
+    return await database_sync_to_async(message_continue)(reply=reply)
+
+
+async def amessage_request_stop(*, reply: Message) -> bool:
+    return await database_sync_to_async(message_request_stop)(reply=reply)
+
+
+async def aattachment_create(*, owner: User, data: bytes, name: str) -> Attachment:
+    return await database_sync_to_async(attachment_create)(owner=owner, data=data, name=name)
+
+
+async def aattachment_discard(*, owner: User, pk: int) -> bool:
+    return await database_sync_to_async(attachment_discard)(owner=owner, pk=pk)

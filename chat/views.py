@@ -2,31 +2,56 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
-from django.contrib.auth import login
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import ValidationError
+from django.contrib.auth.models import User
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import OperationalError, connections
-from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import (
+    FileResponse,
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBase,
+    StreamingHttpResponse,
+)
 from django.shortcuts import redirect, render
+from django.template.defaultfilters import filesizeformat
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
-from django_htmx.http import HttpResponseClientRedirect
+from django_htmx.http import HttpResponseClientRedirect, reswap, retarget
 from django_htmx.middleware import HtmxDetails
 
-from chat import lifecycle, pubsub, selectors, services
+from chat import selectors, services, throttling
 from chat.exports import export_json, export_markdown
-from chat.forms import ConversationSettingsForm, SignupForm
+from chat.forms import ConversationSettingsForm
 from chat.models import Conversation, Message
-from chat.subscriber import reply_events
+from chat.streaming import (
+    end_reply_streams,
+    is_draining,
+    open_stream_slot,
+    reply_events,
+    request_stop,
+    sse,
+    start_reply,
+)
+from usage import selectors as usage_selectors
 
 PAGE = "chat/conversation.html"
 DATABASE_BUSY = ValidationError(
     "The server is too busy to save your message right now. Nothing was saved; try again in a moment.",
     code="database_busy",
+)
+# While the process drains before exiting (SIGTERM), it starts no reply; the next process will.
+DRAINING = ValidationError(
+    "The server is restarting, so it is not starting new replies right now. Nothing was saved; try again "
+    "in a moment.",
+    code="draining",
 )
 
 
@@ -34,29 +59,31 @@ class HtmxHttpRequest(HttpRequest):
     htmx: HtmxDetails
 
 
-def signup(request: HtmxHttpRequest) -> HttpResponse:
-    form = SignupForm(request.POST or None)
-    if request.method == "POST" and form.is_valid():
-        user = form.save()
-        login(request, user)
-        return redirect("chat:home")
-    return render(request, "registration/signup.html", {"form": form})
+def login_locked_out(request: HttpRequest, *args: object, **kwargs: object) -> HttpResponse:
+    """django-axes' lockout response (AXES_LOCKOUT_CALLABLE) for the login and admin login forms. Every
+    attempt during a lockout restarts it, so the wait is always the whole lockout time."""
+    return throttling.too_many_attempts(
+        request, what="failed login attempts", minutes=settings.LOGIN_LOCKOUT_MINUTES
+    )
 
 
 def _page_context(request: HtmxHttpRequest, conversation: Conversation | None) -> dict[str, Any]:
     query = request.GET.get("q", "")
     context: dict[str, Any] = {
         "conversation": conversation,
-        "conversations": selectors.conversation_list(user=request.user, query=query),
+        "sidebar": selectors.conversation_page(user=request.user, query=query),
         "query": query,
+        # Called by the template only where the composer is drawn (not for a sidebar search).
+        "budget_notice": partial(usage_selectors.budget_notice, user=request.user),
     }
     if conversation is not None:
-        context["messages"] = list(selectors.transcript(conversation=conversation))
+        context["messages"] = selectors.transcript(conversation=conversation)
         context["settings_form"] = ConversationSettingsForm(
             initial={
                 "title": conversation.title,
                 "model": conversation.model,
                 "system_prompt": conversation.system_prompt,
+                "thinking_budget": conversation.thinking_budget or 0,
             }
         )
     return context
@@ -78,14 +105,78 @@ def conversation_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
 @login_required
 @require_GET
 def conversation_search(request: HtmxHttpRequest) -> HttpResponse:
-    return render(request, PAGE + "#conversation-list", _page_context(request, None))
+    """The sidebar list (first page, for a search), or with `cursor` the next page of it (load more)."""
+    cursor = request.GET.get("cursor", "")
+    if not cursor:
+        return render(request, PAGE + "#conversation-list", _page_context(request, None))
+    query = request.GET.get("q", "")
+    page = selectors.conversation_page(user=request.user, query=query, cursor=cursor)
+    return render(request, PAGE + "#conversation-items", {"sidebar": page, "query": query})
+
+
+@login_required
+@require_POST
+def conversation_pin(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    conversation = selectors.conversation_get(user=request.user, pk=pk)
+    services.conversation_pin(conversation=conversation, pinned=request.POST.get("pinned") == "1")
+    return redirect("chat:conversation", pk=pk)
+
+
+async def _message_list(request: HtmxHttpRequest, conversation_pk: int) -> HttpResponse:
+    """The visible path, re-rendered whole (after an edit or a branch switch)."""
+    if not request.htmx:
+        return redirect("chat:conversation", pk=conversation_pk)
+    conversation = await _owned_conversation(request, conversation_pk)
+    messages = await database_sync_to_async(selectors.transcript)(conversation=conversation)
+    return await _render(request, PAGE + "#message-list", {"messages": messages})
+
+
+@login_required
+@require_POST
+async def message_edit(request: HtmxHttpRequest, pk: int, message_pk: int) -> HttpResponse:
+    """Edit a sent question: a new branch from there, with a new reply; the old branch is kept."""
+    message = await _owned_message(request, pk, message_pk)
+    if refused := await _refused_while_draining(request):
+        return refused
+    try:
+        sent = await services.amessage_edit(message=message, text=request.POST.get("text", ""))
+    except ValidationError as error:
+        return await sync_to_async(_error)(request, error)
+    except OperationalError:
+        return await sync_to_async(_error)(request, DATABASE_BUSY, status=503)
+    start_reply(sent.reply.pk)
+    return await _message_list(request, pk)
+
+
+@login_required
+@require_POST
+async def branch_switch(request: HtmxHttpRequest, pk: int, message_pk: int) -> HttpResponse:
+    """Show another alternative ("< 2 / 3 >"): the visible path and the next history follow it."""
+    message = await _owned_message(request, pk, message_pk)
+    await services.abranch_switch(message=message)
+    return await _message_list(request, pk)
 
 
 def _error(request: HtmxHttpRequest, error: ValidationError, *, status: int = 422) -> HttpResponse:
+    rate_limited = getattr(error, "code", None) == "rate_limited"
+    retry_after = (error.params or {}).get("retry_after") if rate_limited else None
+    if retry_after is not None:
+        status = 429
     response = render(request, PAGE + "#composer-error", {"error": " ".join(error.messages)}, status=status)
+    if retry_after is not None:
+        response["Retry-After"] = str(retry_after)
     if request.htmx:
         response["HX-Retarget"] = "#composer-error"
         response["HX-Reswap"] = "outerHTML"
+    return response
+
+
+async def _refused_while_draining(request: HtmxHttpRequest) -> HttpResponse | None:
+    """A 503 with the composer's error, before anything is saved, if this process is shutting down."""
+    if not is_draining():
+        return None
+    response = await sync_to_async(_error)(request, DRAINING, status=503)
+    response["Retry-After"] = "5"
     return response
 
 
@@ -96,31 +187,42 @@ async def _render(
     return await sync_to_async(render)(request, template, context, **kwargs)
 
 
-async def _owned_conversation(request: HtmxHttpRequest, pk: int) -> Conversation:
+async def _signed_in_user(request: HtmxHttpRequest) -> User:
+    """The request's user, for views behind `login_required` (so never anonymous)."""
     user = await request.auser()
-    return await database_sync_to_async(selectors.conversation_get)(user=user, pk=pk)
+    if not isinstance(user, User):
+        raise PermissionDenied
+    return user
+
+
+async def _owned_conversation(request: HtmxHttpRequest, pk: int) -> Conversation:
+    return await selectors.aconversation_get(user=await request.auser(), pk=pk)
 
 
 async def _owned_message(request: HtmxHttpRequest, pk: int, message_pk: int) -> Message:
-    user = await request.auser()
-    return await database_sync_to_async(selectors.message_get)(user=user, conversation_pk=pk, pk=message_pk)
+    return await selectors.amessage_get(user=await request.auser(), conversation_pk=pk, pk=message_pk)
 
 
 @login_required
 @require_POST
 async def conversation_start(request: HtmxHttpRequest) -> HttpResponse:
     """The first message of a new conversation: create both, then show the new conversation's pane."""
-    user = await request.auser()
+    user = await _signed_in_user(request)
+    if refused := await _refused_while_draining(request):
+        return refused
     text = request.POST.get("text", "")
     try:
-        sent = await database_sync_to_async(services.conversation_start)(
-            user=user, text=text, model=request.POST.get("model", "")
+        sent = await services.aconversation_start(
+            user=user,
+            text=text,
+            model=request.POST.get("model", ""),
+            attachment_ids=_attachment_ids(request),
         )
     except ValidationError as error:
         return await sync_to_async(_error)(request, error)
     except OperationalError:  # e.g. SQLite's write lock timed out under load: the transaction rolled back
         return await sync_to_async(_error)(request, DATABASE_BUSY, status=503)
-    lifecycle.start_reply(sent.reply.pk)
+    start_reply(sent.reply.pk)
     conversation = sent.reply.conversation
     url = reverse("chat:conversation", args=[conversation.pk])
     if not request.htmx:
@@ -135,15 +237,19 @@ async def conversation_start(request: HtmxHttpRequest) -> HttpResponse:
 @require_POST
 async def message_send(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     conversation = await _owned_conversation(request, pk)
+    if refused := await _refused_while_draining(request):
+        return refused
     try:
-        sent = await database_sync_to_async(services.message_send)(
-            conversation=conversation, text=request.POST.get("text", "")
+        sent = await services.amessage_send(
+            conversation=conversation,
+            text=request.POST.get("text", ""),
+            attachment_ids=_attachment_ids(request),
         )
     except ValidationError as error:
         return await sync_to_async(_error)(request, error)
     except OperationalError:  # e.g. SQLite's write lock timed out under load: the transaction rolled back
         return await sync_to_async(_error)(request, DATABASE_BUSY, status=503)
-    lifecycle.start_reply(sent.reply.pk)
+    start_reply(sent.reply.pk)
     if not request.htmx:
         return redirect("chat:conversation", pk=pk)
     return await _render(request, PAGE + "#exchange", {"exchange": [sent.user_message, sent.reply]})
@@ -151,21 +257,56 @@ async def message_send(request: HtmxHttpRequest, pk: int) -> HttpResponse:
 
 @login_required
 @require_GET
-async def message_stream(request: HtmxHttpRequest, pk: int, message_pk: int) -> StreamingHttpResponse:
+async def message_stream(request: HtmxHttpRequest, pk: int, message_pk: int) -> HttpResponseBase:
     """Server-sent events for one reply, from the client's offset: `Last-Event-ID` (the browser's own
-    reconnect) wins over `?offset=` (what the page knew when it rendered)."""
+    reconnect) wins over `?offset=` (what the page knew when it rendered). A user has at most
+    CHAT_MAX_STREAMS_PER_USER streams open in this process; beyond that, 429."""
     message = await _owned_message(request, pk, message_pk)
     if message.role != Message.Role.ASSISTANT:
         raise Http404("Not a reply")
-    offset = _int(request.headers.get("Last-Event-ID")) or _int(request.GET.get("offset")) or 0
+    # Positions are "answer offset" or "answer offset.thinking offset" (see sse.stream_position).
+    # The page's own URL says `?offset=N&thinking=K`; app.js's reconnect puts the last event id ("N.K") in
+    # `offset`, and then its thinking part wins over the stale `thinking` parameter.
+    position = sse.parse_position(request.headers.get("Last-Event-ID"))
+    if not position or position == (0, 0):
+        raw_offset = request.GET.get("offset", "")
+        text_at, thinking_at = sse.parse_position(raw_offset) or (0, 0)
+        if "." not in raw_offset:
+            thinking_at = _int(request.GET.get("thinking")) or 0
+        position = (text_at, thinking_at)
+    offset, thinking_offset = position
     # Loading the session and user opened a connection in this request's thread, and Django would keep it
     # until the response ends: for a stream, its whole life (a pooled PostgreSQL connection, or an SQLite
     # connection and its page cache, per open stream). Give it back before streaming.
     await sync_to_async(connections.close_all)()
-    response = StreamingHttpResponse(reply_events(message.pk, offset), content_type="text/event-stream")
-    response["Cache-Control"] = "no-cache"
+    user = await _signed_in_user(request)
+    # `done`: where the page's rendered Markdown blocks end (a stale, smaller value only resends blocks).
+    done = _int(request.GET.get("done")) or 0
+    events = reply_events(
+        message.pk,
+        offset,
+        user_id=user.pk,
+        session_key=request.session.session_key,
+        thinking_offset=thinking_offset,
+        done=done,
+    )
+    slot = open_stream_slot(user.pk, events)
+    if slot is None:
+        limit = settings.CHAT_MAX_STREAMS_PER_USER
+        return HttpResponse(
+            f"Too many open streams: at most {limit} per user. Close some tabs, then reload this page.",
+            status=429,
+            content_type="text/plain; charset=utf-8",
+        )
+    response = StreamingHttpResponse(slot, content_type="text/event-stream")
+    response["Cache-Control"] = "private, no-store"  # a user's reply: never in any cache
     response["X-Accel-Buffering"] = "no"  # nginx: pass each event through at once
     return response
+
+
+def _attachment_ids(request: HttpRequest) -> list[int]:
+    """The pending attachments the composer sends with a message (chips' hidden inputs)."""
+    return [pk for pk in (_int(v) for v in request.POST.getlist("attachment")) if pk]
 
 
 def _int(value: str | None) -> int | None:
@@ -180,8 +321,8 @@ def _int(value: str | None) -> int | None:
 async def message_stop(request: HtmxHttpRequest, pk: int, message_pk: int) -> HttpResponse:
     message = await _owned_message(request, pk, message_pk)
     # Both paths: the channel layer reaches the producer at once, the database flag within a save interval.
-    if await database_sync_to_async(services.message_request_stop)(reply=message):
-        await pubsub.request_stop(message.pk)
+    if await services.amessage_request_stop(reply=message):
+        await request_stop(message.pk)
     return HttpResponse(status=204)
 
 
@@ -189,11 +330,16 @@ async def message_stop(request: HtmxHttpRequest, pk: int, message_pk: int) -> Ht
 @require_POST
 async def message_retry(request: HtmxHttpRequest, pk: int, message_pk: int) -> HttpResponse:
     message = await _owned_message(request, pk, message_pk)
+    if refused := await _refused_while_draining(request):
+        return refused
+    answered_later = await message.children.aexists()  # regenerating a reply in the middle of the path
     try:
-        reply = await database_sync_to_async(services.message_retry)(reply=message)
+        reply = await services.amessage_retry(reply=message)
     except ValidationError as error:
         return await sync_to_async(_error)(request, error, status=409)
-    lifecycle.start_reply(reply.pk)
+    start_reply(reply.pk)
+    if answered_later:  # what followed the old reply leaves the page with it
+        return retarget(reswap(await _message_list(request, pk), "outerHTML"), "#messages")
     return await _reply_fragment(request, reply)
 
 
@@ -201,11 +347,13 @@ async def message_retry(request: HtmxHttpRequest, pk: int, message_pk: int) -> H
 @require_POST
 async def message_continue(request: HtmxHttpRequest, pk: int, message_pk: int) -> HttpResponse:
     message = await _owned_message(request, pk, message_pk)
+    if refused := await _refused_while_draining(request):
+        return refused
     try:
-        reply = await database_sync_to_async(services.message_continue)(reply=message)
+        reply = await services.amessage_continue(reply=message)
     except ValidationError as error:
         return await sync_to_async(_error)(request, error, status=409)
-    lifecycle.start_reply(reply.pk)
+    start_reply(reply.pk)
     return await _reply_fragment(request, reply)
 
 
@@ -228,6 +376,7 @@ def conversation_update(request: HtmxHttpRequest, pk: int) -> HttpResponse:
                 title=data["title"] or conversation.title or None,
                 model=data["model"],
                 system_prompt=data["system_prompt"],
+                thinking_budget=int(data["thinking_budget"] or 0) or None,
             )
         except ValidationError as error:
             return render(request, PAGE + "#composer-error", {"error": " ".join(error.messages)}, status=422)
@@ -239,7 +388,8 @@ def conversation_update(request: HtmxHttpRequest, pk: int) -> HttpResponse:
 def conversation_delete(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     conversation = selectors.conversation_get(user=request.user, pk=pk)
     if request.method == "POST":
-        services.conversation_delete(conversation=conversation)
+        streaming = services.conversation_delete(conversation=conversation)
+        end_reply_streams(reply_ids=streaming, reason="deleted")  # open tabs say so, instead of retrying
         if request.htmx:
             return HttpResponseClientRedirect(reverse("chat:home"))
         return redirect("chat:home")
@@ -253,7 +403,127 @@ def conversation_export(request: HtmxHttpRequest, pk: int, fmt: str) -> HttpResp
     if fmt == "json":
         body, content_type = export_json(conversation), "application/json; charset=utf-8"
     else:
-        body, content_type = export_markdown(conversation), "text/markdown; charset=utf-8"
+        branches = request.GET.get("branches") == "all"
+        body, content_type = export_markdown(conversation, branches=branches), "text/markdown; charset=utf-8"
     response = HttpResponse(body, content_type=content_type)
     response["Content-Disposition"] = f'attachment; filename="conversation-{conversation.pk}.{fmt}"'
+    return response
+
+
+# --- Attachments ------------------------------------------------------------------------------------
+
+
+UPLOAD_OVERHEAD = 64 * 1024  # multipart boundaries and headers around one file
+
+
+def _user(request: HttpRequest) -> User:
+    """The signed-in user of a view behind `login_required`."""
+    if not isinstance(request.user, User):
+        raise PermissionDenied
+    return request.user
+
+
+@login_required
+@require_POST
+def attachment_upload(request: HtmxHttpRequest) -> HttpResponse:
+    """One file from the composer (attach button, drop or paste). Answers the chip that goes into the
+    composer, or the composer's error (422) saying what is wrong; a refused file leaves nothing behind."""
+    limit = settings.CHAT_ATTACHMENT_MAX_BYTES
+    try:
+        # Refuse an oversized body before Django parses (and spools) it: the multipart framing is small.
+        declared = _int(request.META.get("CONTENT_LENGTH")) or 0
+        if declared > limit + UPLOAD_OVERHEAD:
+            raise ValidationError(
+                f"That file is {filesizeformat(declared)}; the limit is {filesizeformat(limit)} per file.",
+                code="too_large",
+            )
+        upload = request.FILES.get("file")
+        if upload is None:
+            raise ValidationError("Choose a file to attach.", code="missing")
+        # Read at most one byte past the limit: a huge upload is refused without being read whole.
+        data = upload.read(limit + 1)
+        attachment = services.attachment_create(owner=_user(request), data=data, name=upload.name or "")
+    except ValidationError as error:
+        return _error(request, error)
+    return render(request, PAGE + "#attachment-chip", {"attachment": attachment, "removable": True})
+
+
+@login_required
+@require_POST
+def attachment_discard(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    """Remove a chip from the composer before sending: its row and file go."""
+    services.attachment_discard(owner=_user(request), pk=pk)
+    return HttpResponse("")
+
+
+@login_required
+@require_GET
+def attachment_file(request: HtmxHttpRequest, pk: int) -> FileResponse:
+    """The file, to its owner or staff only (404 for anyone else). Images inline, PDFs as downloads; the
+    type is the one found by content at upload, and the browser may not sniff another."""
+    attachment = selectors.attachment_for_viewer(user=request.user, pk=pk)
+    response = FileResponse(
+        attachment.file.open("rb"),
+        content_type=attachment.media_type,
+        as_attachment=not attachment.is_image,
+        filename=attachment.original_name,
+    )
+    return _private_file_headers(response)
+
+
+@login_required
+@require_GET
+def attachment_thumbnail(request: HtmxHttpRequest, pk: int) -> FileResponse:
+    """An image's small preview, under the same rule as the file itself (owner or staff)."""
+    attachment = selectors.attachment_for_viewer(user=request.user, pk=pk)
+    if not attachment.thumbnail:
+        raise Http404("No preview")
+    response = FileResponse(attachment.thumbnail.open("rb"), content_type="image/webp")
+    return _private_file_headers(response)
+
+
+def _private_file_headers(response: FileResponse) -> FileResponse:
+    response["X-Content-Type-Options"] = "nosniff"
+    response["Cache-Control"] = "private, max-age=3600"
+    # Even an inline image never runs as a document: a sandboxed, script-free context if opened directly.
+    response["Content-Security-Policy"] = "default-src 'none'; img-src 'self'; sandbox"
+    return response
+
+
+# --- Read-only share links ---------------------------------------------------------------------------
+
+
+@login_required
+@require_POST
+def share_create(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    conversation = selectors.conversation_get(user=request.user, pk=pk)
+    try:
+        services.share_create(conversation=conversation)
+    except ValidationError as error:
+        return _error(request, error)
+    return redirect("chat:shares")
+
+
+@login_required
+@require_GET
+def share_list(request: HtmxHttpRequest) -> HttpResponse:
+    return render(request, "chat/shares.html", {"shares": selectors.share_list(user=request.user)})
+
+
+@login_required
+@require_POST
+def share_revoke(request: HtmxHttpRequest, share_pk: int) -> HttpResponse:
+    services.share_revoke(share=selectors.share_get(user=request.user, pk=share_pk))
+    return redirect("chat:shares")
+
+
+@require_GET
+def share_view(request: HttpRequest, token: str) -> HttpResponse:
+    """The snapshot, for anyone with the link: no composer, no sidebar, no account data; not indexed, not
+    cached (a revoked link is gone at once), and the token never leaves in a Referer."""
+    share = selectors.share_get_public(token=token)
+    response = render(request, "chat/shared.html", {"share": share, "messages": share.messages()})
+    response["X-Robots-Tag"] = "noindex, nofollow"
+    response["Cache-Control"] = "no-store"
+    response["Referrer-Policy"] = "no-referrer"
     return response

@@ -1,6 +1,10 @@
-"""ASGI entry point: channels' ProtocolTypeRouter in front of Django's async handler."""
+"""ASGI entry point: channels' ProtocolTypeRouter in front of Django's async handler; under daphne, a drain of
+the running replies before the process exits."""
 
+import asyncio
 import os
+import sys
+from typing import Any
 
 from django.core.asgi import get_asgi_application
 
@@ -10,7 +14,35 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
 django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter  # noqa: E402
+from django.conf import settings  # noqa: E402
+from twisted.internet.defer import Deferred  # noqa: E402  (does not install a reactor)
 
-from chat.lifecycle import with_background_tasks  # noqa: E402
+from chat.streaming import drain, with_background_tasks  # noqa: E402
 
 application = ProtocolTypeRouter({"http": with_background_tasks(django_asgi_app)})
+
+
+def drain_before_shutdown() -> bool:
+    """Under daphne, drain the running replies when the process is told to stop (SIGTERM, SIGINT).
+
+    daphne runs on Twisted's asyncio reactor, which turns those signals into a reactor shutdown. Its "before"
+    triggers may return a Deferred, and the reactor waits for it before the "during" phase closes the
+    listening sockets: so while the drain runs, the process still answers, and refuses new replies with a
+    503 instead of leaving clients to a closed port. (daphne's own trigger cancels the open requests,
+    streams included, at once; their pages reconnect, to another process behind the proxy.)
+
+    The reactor is looked up, never imported: importing it would install Twisted's default reactor in a
+    process that is not daphne's (uvicorn, tests). Returns whether the trigger was installed."""
+    reactor: Any = sys.modules.get("twisted.internet.reactor")
+    if reactor is None or not hasattr(reactor, "_asyncioEventloop"):
+        return False
+
+    def before_shutdown() -> Deferred[Any]:
+        draining = drain(seconds=settings.CHAT_DRAIN_SECONDS)
+        return Deferred.fromFuture(asyncio.ensure_future(draining, loop=reactor._asyncioEventloop))
+
+    reactor.addSystemEventTrigger("before", "shutdown", before_shutdown)
+    return True
+
+
+drain_before_shutdown()

@@ -2,12 +2,20 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from chat import views as chat_views
+from accounts import views as accounts_views
+from chat import throttling
 
 urlpatterns = [
+    # Before the admin's own URLs: with password sign-in off, the admin's login form must not be offered.
+    path("admin/login/", accounts_views.admin_login),
     path("admin/", admin.site.urls),
-    path("accounts/signup/", chat_views.signup, name="signup"),
-    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
-    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path(
+        "accounts/password/",
+        throttling.throttle_password_changes(auth_views.PasswordChangeView.as_view()),
+        name="password_change",
+    ),
+    path("accounts/password/done/", auth_views.PasswordChangeDoneView.as_view(), name="password_change_done"),
+    path("", include("accounts.urls")),
+    path("", include("usage.urls")),
     path("", include("chat.urls")),
 ]

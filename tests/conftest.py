@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
-from django.test import Client
 
-from tests.asgi_client import AsgiClient
-from tests.fake_anthropic import FakeAnthropic
+from tests.support.asgi_client import AsgiClient, session_cookies
+from tests.support.fake_anthropic import FakeAnthropic
+from tests.support.oidc import CLIENT_ID, CLIENT_SECRET, OIDCProvider
 
 IN_CI = os.environ.get("CI") == "true"
 SERVICE_MARKERS = ("postgres", "redis", "browser")
@@ -49,6 +49,28 @@ def fast_password_hasher(settings: Any) -> None:
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
+@pytest.fixture(autouse=True)
+def attachments_dir(settings: Any, tmp_path: Any) -> Any:
+    """Attachment files of each test go to its own directory (the local storage backend), never data/."""
+    location = tmp_path / "attachments"
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "attachments": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": str(location), "base_url": None},
+        },
+    }
+    return location
+
+
+@pytest.fixture(autouse=True)
+def fresh_rate_limits() -> None:
+    """Rate-limit counters live in process memory across tests; each test starts with none."""
+    from chat import throttling
+
+    throttling.reset()
+
+
 @pytest.fixture(scope="session")
 def fake_server() -> Iterator[FakeAnthropic]:
     server = FakeAnthropic().start()
@@ -69,18 +91,39 @@ def upstream(fake_server: FakeAnthropic, settings: Any) -> FakeAnthropic:
     return fake_server
 
 
+@pytest.fixture(scope="session")
+def oidc_provider() -> Iterator[OIDCProvider]:
+    """The real OpenID Connect provider process (tests/support/oidc_provider.py) on a loopback port."""
+    provider = OIDCProvider(redirect_uris=["http://testserver/oidc/callback/"]).start()
+    yield provider
+    provider.stop()
+
+
+@pytest.fixture
+def sso(oidc_provider: OIDCProvider, settings: Any, db: None) -> OIDCProvider:
+    """This site configured for SSO with the test provider: example.com addresses only, the
+    `chat-admins` group makes staff, open signup (tests narrow it)."""
+    from accounts.oidc import forget_provider_metadata
+
+    settings.OIDC_ISSUER = oidc_provider.issuer
+    settings.OIDC_RP_CLIENT_ID = CLIENT_ID
+    settings.OIDC_RP_CLIENT_SECRET = CLIENT_SECRET
+    settings.OIDC_PROVIDER_NAME = "Test IdP"
+    settings.OIDC_ALLOWED_DOMAINS = ["example.com"]
+    settings.OIDC_GROUPS_CLAIM = "groups"
+    settings.OIDC_STAFF_GROUP = "chat-admins"
+    settings.SIGNUP = "open"
+    settings.PASSWORD_LOGIN = True
+    forget_provider_metadata()
+    return oidc_provider
+
+
 @pytest.fixture
 def make_user(db: None) -> Any:
     def make(username: str = "alice") -> User:
         return User.objects.create_user(username=username, password="correct horse battery staple")
 
     return make
-
-
-def session_cookies(user: User) -> dict[str, str]:
-    client = Client()
-    client.force_login(user)
-    return {"sessionid": client.cookies["sessionid"].value}
 
 
 @pytest.fixture
@@ -115,7 +158,7 @@ async def background() -> Any:
     """Generations run as tasks on the test's event loop; finish or cancel them before the loop closes."""
     import asyncio
 
-    from chat import lifecycle
+    from chat.streaming import lifecycle
 
     yield lifecycle
     tasks = [t for t in lifecycle.running_tasks() if not t.done()]

@@ -26,7 +26,11 @@ def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, object], 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "REDIS_URL"))}
     proc = subprocess.run(
         [sys.executable, "-m", "bench.sweep", "--smoke", "--out", str(out)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     return json.loads((out / "results.json").read_text()), proc.stdout, out

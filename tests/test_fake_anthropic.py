@@ -1,10 +1,8 @@
-"""Self-tests of tests.fake_anthropic against the real anthropic SDK (2.x, HTTP layer httpx2)."""
+"""Self-tests of tests.support.fake_anthropic against the real anthropic SDK (2.x, HTTP layer httpx2)."""
 
 from __future__ import annotations
 
 import asyncio
-import os
-import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -17,13 +15,12 @@ import httpx2
 import pytest
 from anthropic.types import MessageParam, TextBlock, ToolUseBlock
 
-from tests.fake_anthropic import (
+from tests.support.fake_anthropic import (
     Drop,
     End,
     ErrorEvent,
     FakeAnthropic,
     HTTPError,
-    Paced,
     Ping,
     Sleep,
     Stall,
@@ -377,63 +374,6 @@ async def test_completed_streams_on_a_reused_connection_are_not_disconnects(fake
                 await s.get_final_message()
     await asyncio.sleep(0.1)
     assert fake.client_disconnects == 0
-
-
-# -------------------------------------------------------------------------------------------- benchmark mode
-
-
-@pytest.mark.asyncio
-async def test_paced_deltas_carry_emitted_at_ignored_by_the_sdk(fake: FakeAnthropic) -> None:
-    fake.enqueue(Paced(5, rate=200), End())
-    stamps: list[float] = []
-    async with sdk(fake) as client:
-        async with stream(client) as s:
-            async for event in s:
-                if event.type == "content_block_delta":
-                    extra = event.model_extra or {}
-                    stamps.append(extra["emitted_at"])
-            final = await s.get_final_message()
-    assert final.content[0].type == "text" and final.content[0].text == "w0 w1 w2 w3 w4 "
-    assert final.usage.output_tokens == 5
-    assert len(stamps) == 5 and stamps == sorted(stamps)
-    assert [text for text, _ in fake.sent] == ["w0 ", "w1 ", "w2 ", "w3 ", "w4 "]
-
-
-@pytest.mark.asyncio
-async def test_cli_benchmark_mode(tmp_path: Path) -> None:
-    port_file = tmp_path / "fake.url"
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    proc = await asyncio.create_subprocess_exec(
-        *[sys.executable, "-m", "tests.fake_anthropic", "--port", "0", "--rate", "100", "--deltas", "20"],
-        *["--port-file", str(port_file)],
-        cwd=REPO_ROOT,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-    )
-    try:
-        assert await eventually(port_file.exists, within=20)
-        url = port_file.read_text().strip()
-        assert url.startswith("http://127.0.0.1:")
-        stamps: list[list[float]] = []
-        async with anthropic.AsyncAnthropic(api_key="test", base_url=url, max_retries=0) as client:
-
-            async def one() -> str:
-                mine: list[float] = []
-                stamps.append(mine)
-                async with client.messages.stream(model=MODEL, max_tokens=64, messages=MESSAGES) as s:
-                    async for event in s:
-                        if event.type == "content_block_delta":
-                            mine.append((event.model_extra or {})["emitted_at"])
-                    return await s.get_final_text()
-
-            texts = await asyncio.gather(*(one() for _ in range(5)))
-        assert texts == ["".join(f"w{i} " for i in range(20))] * 5
-        assert all(len(mine) == 20 and mine == sorted(mine) for mine in stamps)
-    finally:
-        proc.terminate()
-        out, _ = await asyncio.wait_for(proc.communicate(), 10)
-    assert proc.returncode == 0
-    assert out.decode().strip() == url
 
 
 @pytest.mark.asyncio

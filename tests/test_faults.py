@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from chat.models import Message
-from tests.asgi_client import AsgiClient
-from tests.fake_anthropic import Drop, End, ErrorEvent, FakeAnthropic, HTTPError, Stall, Text, Wait
-from tests.streams import eventually, follow, reload, start_conversation, streamed_text
+from tests.support.asgi_client import AsgiClient
+from tests.support.fake_anthropic import Drop, End, ErrorEvent, FakeAnthropic, HTTPError, Stall, Text, Wait
+from tests.support.streams import eventually, follow, reload, start_conversation, streamed_text
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 

@@ -8,7 +8,6 @@ import html
 import os
 import threading
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,9 +16,10 @@ import psycopg
 import pytest
 import redis
 
-from tests.fake_anthropic import End, FakeAnthropic, Text, Wait
-from tests.live_client import LiveClient, ids, sse_path
-from tests.live_server import DaphneProcess, manage
+from tests.support.cluster import fresh_database, services_or_skip
+from tests.support.fake_anthropic import End, FakeAnthropic, Text, Wait
+from tests.support.live_client import LiveClient, ids, sse_path
+from tests.support.live_server import DaphneProcess, manage
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
@@ -29,30 +29,12 @@ LEASE = 2.0  # seconds; with the reaper every LEASE/2, a dead process's reply is
 BOUND = LEASE + LEASE / 2
 
 
-def _services_or_skip() -> None:
-    try:
-        psycopg.connect(PG_URL, connect_timeout=3).close()
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"PostgreSQL not reachable at {PG_URL}: {exc}")
-    try:
-        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3).ping()
-    except redis.RedisError as exc:
-        pytest.skip(f"Redis not reachable at {REDIS_URL}: {exc}")
-
-
 @pytest.fixture(scope="module")
 def cluster_db() -> Iterator[str]:
     """A fresh PostgreSQL database for the server processes, migrated, dropped afterwards."""
-    _services_or_skip()
-    name = f"chatsite_mp_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(PG_URL, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    url = PG_URL.rsplit("/", 1)[0] + "/" + name
-    try:
+    services_or_skip(PG_URL, REDIS_URL)
+    with fresh_database(PG_URL) as url:
         yield url
-    finally:
-        with psycopg.connect(PG_URL, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="module")

@@ -11,11 +11,12 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from chat import lifecycle
 from chat.models import Conversation, Message
-from tests.asgi_client import AsgiClient
-from tests.fake_anthropic import End, ErrorEvent, FakeAnthropic, Sleep, Text, Wait
-from tests.streams import eventually, follow, reload, start_conversation, streamed_text
+from chat.streaming import lifecycle
+from tests.support.asgi_client import AsgiClient
+from tests.support.caching import without_breakpoints
+from tests.support.fake_anthropic import End, ErrorEvent, FakeAnthropic, Sleep, Text, Wait
+from tests.support.streams import eventually, follow, reload, start_conversation, streamed_text
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -117,9 +118,13 @@ async def test_retry_regenerates_and_keeps_the_old_attempt(
     _, _events = await follow(alice_client, f"/c/{conversation.pk}/m/{new.pk}/stream/")
     assert (await reload(new)).content == "A whole answer."
     old = await reload(reply)
-    assert old.superseded and old.content == "Half an ans"  # nothing is lost, but it leaves the transcript
+    # Nothing is lost: the old attempt is an alternative of the new one, off the visible path.
+    assert old.content == "Half an ans" and old.parent_id == new.parent_id
+    assert (await Conversation.objects.aget(pk=conversation.pk)).current_id == new.pk
     # The retried request does not carry the failed attempt.
-    assert upstream.requests[1]["body"]["messages"] == [{"role": "user", "content": "Question?"}]
+    assert without_breakpoints(upstream.requests[1]["body"]["messages"]) == [
+        {"role": "user", "content": "Question?"}
+    ]
     page = await alice_client.request("GET", f"/c/{conversation.pk}/", htmx=False)
     assert "Half an ans" not in page.text and "A whole answer." in page.text
 
@@ -139,7 +144,10 @@ async def test_continue_goes_on_from_the_partial_in_the_same_message(
     assert reply.status == Message.Status.COMPLETE
     assert reply.content == "The first half,and the second half."
     assert streamed_text(events) == "and the second half."
-    assert upstream.requests[1]["body"]["messages"][-1] == {"role": "assistant", "content": "The first half,"}
+    assert without_breakpoints(upstream.requests[1]["body"]["messages"])[-1] == {
+        "role": "assistant",
+        "content": "The first half,",
+    }
     assert reply.input_tokens == 12 + 30  # usage adds up across the attempt and its continuation
 
 

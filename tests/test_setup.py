@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from chat.models import Message
-from tests.asgi_client import AsgiClient
-from tests.streams import follow, reload, start_conversation, streamed_text
+from tests.support.asgi_client import AsgiClient
+from tests.support.streams import follow, reload, start_conversation, streamed_text
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -51,7 +51,7 @@ async def test_demo_provider_streams_a_labelled_reply_without_key_or_network(
     settings.ANTHROPIC_API_KEY = ""
     settings.CHAT_PROVIDER = ""
     settings.ANTHROPIC_BASE_URL = "http://127.0.0.1:9"  # nothing may be contacted
-    settings.CHAT_DEMO_TOKEN_DELAY = 0.001
+    settings.CHAT_DEMO_TOKEN_DELAY = 0.02  # about a second in all: several deltas even on a loaded machine
     _, reply, path = await start_conversation(alice_client, "Hello demo")
     _, events = await follow(alice_client, path)
     reply = await reload(reply)
@@ -59,4 +59,5 @@ async def test_demo_provider_streams_a_labelled_reply_without_key_or_network(
     assert reply.content == streamed_text(events)
     assert reply.content.startswith("**Demo mode — this is a simulated reply, not Claude.**")
     assert "Hello demo" in reply.content
-    assert len([e for e in events if e.event == "delta"]) > 10  # it streams, token by token
+    # It streams in pieces. (How many pieces depends on load: queued deltas go out in one write.)
+    assert len([e for e in events if e.event == "delta"]) >= 2

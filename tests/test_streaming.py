@@ -10,8 +10,9 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from chat.models import Conversation, Message
-from tests.asgi_client import AsgiClient, parse_sse, stream_path
-from tests.fake_anthropic import End, FakeAnthropic, Text, Wait
+from tests.support.asgi_client import AsgiClient, parse_sse, stream_path
+from tests.support.caching import without_breakpoints
+from tests.support.fake_anthropic import End, FakeAnthropic, Text, Wait
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -33,7 +34,7 @@ async def test_first_token_reaches_client_before_upstream_sends_the_second(
     stream = await alice_client.open_stream(path)
     assert stream.status == 200
     assert stream.headers["content-type"].startswith("text/event-stream")
-    assert stream.headers["cache-control"] == "no-cache"
+    assert stream.headers["cache-control"] == "private, no-store"
     assert stream.headers["x-accel-buffering"] == "no"
     assert "content-encoding" not in stream.headers
 
@@ -78,14 +79,17 @@ async def test_user_text_committed_before_the_model_is_called(
     assert upstream.requests
     user_message = await Message.objects.aget(conversation=conversation, role="user")
     assert user_message.content == "Remember this"
-    assert upstream.requests[0]["body"]["messages"][-1] == {"role": "user", "content": "Remember this"}
+    assert without_breakpoints(upstream.requests[0]["body"]["messages"])[-1] == {
+        "role": "user",
+        "content": "Remember this",
+    }
     go.set()
     stream = await alice_client.open_stream(path)
     await stream.events_until("done")
     assert await sync_to_async(lambda: conversation.messages.count())() == 2
 
 
-async def test_response_opens_at_once_and_keepalives_flow_during_a_pause(
+async def test_response_opens_at_once_and_heartbeats_flow_during_a_pause(
     alice_client: AsgiClient, upstream: FakeAnthropic, background: Any, settings: Any
 ) -> None:
     settings.CHAT_KEEPALIVE_SECONDS = 0.2
@@ -93,11 +97,12 @@ async def test_response_opens_at_once_and_keepalives_flow_during_a_pause(
     upstream.enqueue(Wait(gate, timeout=30), Text("late"), End())
     _, path = await start_conversation(alice_client)
     stream = await alice_client.open_stream(path)
-    # Headers and a first body chunk arrive while the upstream has sent nothing at all.
+    # Headers and a first body chunk arrive while the upstream has sent nothing at all; then named
+    # `heartbeat` events (the page watches for them to detect a stalled connection).
     first = await stream.communicator.receive_output(5)
     assert first["body"].startswith(b"retry: 1000\n") and upstream.sent == []
     stream.buffer += first["body"].decode()
-    while "keepalive" not in stream.comments:
+    while "heartbeat" not in stream.comments:
         stream.comments += parse_sse(
             stream.buffer + (await stream.communicator.receive_output(5))["body"].decode()
         )[1]

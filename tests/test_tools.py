@@ -16,9 +16,10 @@ from chat.tools import ToolContext, ToolError
 from chat.tools.calculator import evaluate
 from chat.tools.registry import Tool, register
 from chat.tools.runner import run_tool_call
-from tests.asgi_client import AsgiClient, stream_path
-from tests.fake_anthropic import End, FakeAnthropic, Text, ToolUse, Wait
-from tests.streams import follow, reload, start_conversation, streamed_text
+from tests.support.asgi_client import AsgiClient, stream_path
+from tests.support.caching import without_breakpoints
+from tests.support.fake_anthropic import End, FakeAnthropic, Text, ToolUse, Wait
+from tests.support.streams import follow, reload, start_conversation, streamed_text
 
 CTX = ToolContext(user_id=0, conversation_id=0)
 
@@ -149,7 +150,8 @@ async def test_tool_round_streams_into_the_same_message_and_history_stays_valid(
     assert reply.input_tokens == 12 + 30 and reply.output_tokens == 7 + 4  # summed across rounds
 
     # The follow-up request carried the matching tool_result.
-    follow_up = upstream.requests[1]["body"]
+    follow_up = {**upstream.requests[1]["body"]}
+    follow_up["messages"] = without_breakpoints(follow_up["messages"])
     assert follow_up["messages"][-2]["content"][-1] == {
         "type": "tool_use",
         "id": "toolu_1",
@@ -170,7 +172,7 @@ async def test_tool_round_streams_into_the_same_message_and_history_stays_valid(
     response = await alice_client.request("POST", f"/c/{conversation.pk}/send/", data={"text": "Thanks"})
     assert response.status == 200
     await follow(alice_client, stream_path(response.text))
-    history = upstream.requests[2]["body"]["messages"]
+    history = without_breakpoints(upstream.requests[2]["body"]["messages"])
     assert history[0] == {"role": "user", "content": "What is 2+2?"}
     assert history[1:4] == reply.blocks
     assert history[4] == {"role": "user", "content": "Thanks"}

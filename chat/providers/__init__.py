@@ -12,6 +12,7 @@ from chat.providers.base import (
     Started,
     StreamEvent,
     TextDelta,
+    ThinkingDelta,
     ToolCallReady,
     ToolCallStarted,
 )
@@ -24,6 +25,7 @@ __all__ = [
     "Started",
     "StreamEvent",
     "TextDelta",
+    "ThinkingDelta",
     "ToolCallReady",
     "ToolCallStarted",
     "get_provider",

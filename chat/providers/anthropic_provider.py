@@ -19,6 +19,7 @@ from chat.providers.base import (
     Started,
     StreamEvent,
     TextDelta,
+    ThinkingDelta,
     ToolCallReady,
     ToolCallStarted,
 )
@@ -66,10 +67,15 @@ class AnthropicProvider:
             response = await _client(*self.config).messages.create(
                 model=request.model,
                 max_tokens=request.max_tokens,
-                system=request.system or anthropic.omit,
-                messages=request.messages,  # type: ignore[arg-type]
+                system=cached_system(request.system) or anthropic.omit,  # type: ignore[arg-type]
+                messages=cached_messages(request.messages),  # type: ignore[arg-type]
                 tools=request.tools or anthropic.omit,  # type: ignore[arg-type]
                 tool_choice={"type": "none"} if request.tools and not request.allow_tools else anthropic.omit,
+                thinking=(
+                    {"type": "enabled", "budget_tokens": request.thinking_budget}
+                    if request.thinking_budget
+                    else anthropic.omit
+                ),
                 stream=True,
             )
             events = cast("anthropic.AsyncStream[RawMessageStreamEvent]", response)
@@ -95,6 +101,39 @@ class AnthropicProvider:
         yield turn.finished()
 
 
+CACHE_BREAKPOINT = {"type": "ephemeral"}
+# Content blocks that may carry a cache breakpoint (thinking blocks may not).
+_CACHEABLE = {"text", "image", "document", "tool_use", "tool_result", "search_result"}
+
+
+def cached_system(system: str) -> list[dict[str, Any]]:
+    """The system prompt as one text block ending in a cache breakpoint: tools and system are cached
+    together (they come first in the prompt's prefix order)."""
+    if not system:
+        return []
+    return [{"type": "text", "text": system, "cache_control": CACHE_BREAKPOINT}]
+
+
+def cached_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The messages with a cache breakpoint on the last cacheable block of the last message, so the next
+    turn (or tool round) reads the whole conversation prefix from the cache. Never mutates its argument:
+    the history's dicts are saved and replayed, and must not carry breakpoints into later requests."""
+    if not messages:
+        return messages
+    last = messages[-1]
+    content = last["content"]
+    blocks = [{"type": "text", "text": content}] if isinstance(content, str) else list(content)
+    for index in range(len(blocks) - 1, -1, -1):
+        block = blocks[index]
+        if block.get("type") in _CACHEABLE and not (block.get("type") == "text" and not block.get("text")):
+            blocks[index] = {**block, "cache_control": CACHE_BREAKPOINT}
+            return [*messages[:-1], {**last, "content": blocks}]
+    return messages
+
+
+REDACTED_NOTICE = "\n[Part of the reasoning was encrypted by the provider and is not shown.]\n"
+
+
 class _Turn:
     """What one streamed assistant turn amounts to: its text and tool_use blocks, stop reason and usage."""
 
@@ -105,6 +144,19 @@ class _Turn:
         self.stop_reason: str | None = None
         self.input_tokens: int | None = None
         self.output_tokens: int | None = None
+        self.cache_creation_tokens: int | None = None
+        self.cache_read_tokens: int | None = None
+
+    def _usage(self, usage: Any) -> None:
+        """Take the counts a usage object reports; message_delta's are cumulative, and null means unsent."""
+        for name, attr in (
+            ("input_tokens", "input_tokens"),
+            ("cache_creation_tokens", "cache_creation_input_tokens"),
+            ("cache_read_tokens", "cache_read_input_tokens"),
+        ):
+            value = getattr(usage, attr, None)
+            if value is not None:
+                setattr(self, name, value)
 
     def feed(self, event: Any) -> list[StreamEvent]:
         kind = event.type
@@ -115,11 +167,23 @@ class _Turn:
                 return [TextDelta(delta.text)] if delta.text else []
             if delta.type == "input_json_delta":
                 self.tool_json[event.index].append(delta.partial_json)
+            elif delta.type == "thinking_delta":
+                self.blocks[event.index]["thinking"] += delta.thinking
+                return [ThinkingDelta(delta.thinking)] if delta.thinking else []
+            elif delta.type == "signature_delta":
+                self.blocks[event.index]["signature"] += delta.signature
             return []
         if kind == "message_start":
             self.model = event.message.model
-            self.input_tokens = event.message.usage.input_tokens
-            return [Started(model=self.model, input_tokens=self.input_tokens)]
+            self._usage(event.message.usage)
+            return [
+                Started(
+                    model=self.model,
+                    input_tokens=self.input_tokens,
+                    cache_creation_tokens=self.cache_creation_tokens,
+                    cache_read_tokens=self.cache_read_tokens,
+                )
+            ]
         if kind == "content_block_start":
             block = event.content_block
             if block.type == "tool_use":
@@ -133,6 +197,17 @@ class _Turn:
                 return [ToolCallStarted(id=block.id, name=block.name)]
             if block.type == "text":
                 self.blocks[event.index] = {"type": "text", "text": block.text}
+            elif block.type == "thinking":
+                self.blocks[event.index] = {
+                    "type": "thinking",
+                    "thinking": block.thinking,
+                    "signature": getattr(block, "signature", "") or "",
+                }
+                return [ThinkingDelta(block.thinking)] if block.thinking else []
+            elif block.type == "redacted_thinking":
+                # Encrypted reasoning: kept byte for byte for the replay; the page only says it was there.
+                self.blocks[event.index] = {"type": "redacted_thinking", "data": block.data}
+                return [ThinkingDelta(REDACTED_NOTICE)]
             return []
         if kind == "content_block_stop" and event.index in self.tool_json:
             block = self.blocks[event.index]
@@ -141,8 +216,7 @@ class _Turn:
         if kind == "message_delta":
             self.stop_reason = event.delta.stop_reason
             self.output_tokens = event.usage.output_tokens
-            if getattr(event.usage, "input_tokens", None) is not None:
-                self.input_tokens = event.usage.input_tokens
+            self._usage(event.usage)
         return []
 
     def finished(self) -> Finished:
@@ -152,8 +226,20 @@ class _Turn:
             model=self.model,
             input_tokens=self.input_tokens,
             output_tokens=self.output_tokens,
-            content=[block for block in content if block["type"] == "tool_use" or block["text"]],
+            cache_creation_tokens=self.cache_creation_tokens,
+            cache_read_tokens=self.cache_read_tokens,
+            content=[block for block in content if _replayable(block)],
         )
+
+
+def _replayable(block: dict[str, Any]) -> bool:
+    """Empty text blocks are refused by the API; a thinking block cut off before its signature arrived
+    cannot be replayed (the signature is what the API checks)."""
+    if block["type"] == "text":
+        return bool(block["text"])
+    if block["type"] == "thinking":
+        return bool(block["signature"])
+    return True
 
 
 def _parse_arguments(raw: str) -> dict[str, Any]:

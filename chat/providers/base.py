@@ -15,6 +15,7 @@ class ReplyRequest:
     max_tokens: int
     tools: list[dict[str, Any]] = field(default_factory=list)
     allow_tools: bool = True  # False: the model must answer in text (after the tool-round cap)
+    thinking_budget: int | None = None  # extended thinking's budget_tokens; None = off
 
 
 @dataclass(frozen=True)
@@ -23,10 +24,19 @@ class Started:
 
     model: str
     input_tokens: int | None = None
+    cache_creation_tokens: int | None = None
+    cache_read_tokens: int | None = None
 
 
 @dataclass(frozen=True)
 class TextDelta:
+    text: str
+
+
+@dataclass(frozen=True)
+class ThinkingDelta:
+    """Extended thinking text as it streams (shown apart from the answer; never part of `content`)."""
+
     text: str
 
 
@@ -51,13 +61,16 @@ class ToolCallReady:
 class Finished:
     stop_reason: str | None
     model: str
-    input_tokens: int | None = None
+    input_tokens: int | None = None  # not counting cached tokens (as the API reports it)
     output_tokens: int | None = None
-    # The assistant turn as Messages API content blocks (text and tool_use), to replay in history.
+    cache_creation_tokens: int | None = None
+    cache_read_tokens: int | None = None
+    # The assistant turn as Messages API content blocks (thinking with its signature, redacted_thinking, text,
+    # tool_use), to replay in history exactly as received.
     content: list[dict[str, Any]] = field(default_factory=list)
 
 
-StreamEvent = Started | TextDelta | ToolCallStarted | ToolCallReady | Finished
+StreamEvent = Started | TextDelta | ThinkingDelta | ToolCallStarted | ToolCallReady | Finished
 
 
 class Provider(Protocol):

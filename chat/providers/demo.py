@@ -6,7 +6,7 @@ import asyncio
 import re
 from collections.abc import AsyncGenerator
 
-from chat.providers.base import Finished, ReplyRequest, StreamEvent, TextDelta
+from chat.providers.base import Finished, ReplyRequest, StreamEvent, TextDelta, ThinkingDelta
 
 DEMO_MODEL = "demo"
 
@@ -24,6 +24,12 @@ def demo_reply(prompt: str) -> str:
     )
 
 
+DEMO_THINKING = (
+    "(Simulated thinking.) With a key set, Claude's extended thinking streams here before the answer, "
+    "and folds away once the answer begins."
+)
+
+
 class DemoProvider:
     name = "demo"
     is_demo = True
@@ -33,10 +39,21 @@ class DemoProvider:
 
     async def stream(self, request: ReplyRequest) -> AsyncGenerator[StreamEvent, None]:
         last_user = next((m for m in reversed(request.messages) if m["role"] == "user"), None)
-        prompt = last_user["content"] if last_user and isinstance(last_user["content"], str) else ""
+        content = last_user["content"] if last_user else ""
+        if isinstance(content, list):  # attachments (image/document blocks) come before the text
+            prompt = " ".join(b["text"] for b in content if b.get("type") == "text")
+            files = sum(1 for b in content if b.get("type") in ("image", "document"))
+            if files:
+                prompt = f"[{files} attachment{'s' if files > 1 else ''}] {prompt}"
+        else:
+            prompt = content
         # Words with their following whitespace: about the size of model tokens.
         tokens = re.findall(r"\S+\s*|\s+", demo_reply(prompt))
         await asyncio.sleep(self.token_delay * 10)  # a realistic pause before the first token
+        if request.thinking_budget:  # extended thinking on: a short simulated thought first
+            for word in re.findall(r"\S+\s*", DEMO_THINKING):
+                yield ThinkingDelta(word)
+                await asyncio.sleep(self.token_delay)
         for token in tokens:
             yield TextDelta(token)
             await asyncio.sleep(self.token_delay)

@@ -1,10 +1,12 @@
 from typing import Any
 
 from django import template
+from django.conf import settings
+from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 
-from chat.rendering import render_markdown, tool_call_html
-from chat.tools import get_tool
+from chat.rendering import StreamingView, render_markdown, streaming_view, tool_box_html
+from chat.selectors import Branches, message_branches
 
 register = template.Library()
 
@@ -17,13 +19,23 @@ def markdown(text: str) -> SafeString:
 
 @register.filter
 def tool_box(part: dict[str, Any]) -> SafeString:
-    tool = get_tool(part["name"])
-    return mark_safe(
-        tool_call_html(
-            tool_id=part["id"],
-            label=tool.label if tool else part["name"],
-            arguments=part["input"],
-            result=part["result"],
-            is_error=part["is_error"],
-        )
-    )
+    return mark_safe(tool_box_html(part))  # built with format_html: every value escaped
+
+
+@register.simple_tag
+def streaming(message: Any) -> StreamingView:
+    """A streaming reply's finished blocks (HTML, sanitised like the final rendering) and open text."""
+    view = streaming_view(message.parts(), markdown=settings.CHAT_STREAM_MARKDOWN)
+    return StreamingView(mark_safe(view.done_html), view.tail, view.tail_start)
+
+
+@register.filter
+def exact_text(text: str) -> SafeString:
+    """Escaped text whose CRs survive HTML parsing (as the stream sends them), so offsets stay exact."""
+    return mark_safe(escape(text).replace("\r", "&#13;"))
+
+
+@register.simple_tag
+def branches(message: Any) -> Branches:
+    """The message's place among its alternatives (precomputed on the page, one query in a fragment)."""
+    return message_branches(message=message)

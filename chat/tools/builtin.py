@@ -8,19 +8,19 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from channels.db import database_sync_to_async
+from django.conf import settings
 from django.db.models import Q
 
 from chat.models import Message
-from chat.tools.calculator import evaluate
 from chat.tools.registry import Tool, ToolContext, ToolError, register
+from chat.tools.sandbox import run_isolated
 
 
 async def _calculator(context: ToolContext, arguments: dict[str, Any]) -> str:
-    expression = str(arguments.get("expression", ""))
-    result = evaluate(expression)
-    if isinstance(result, float) and result.is_integer() and abs(result) < 1e15:
-        result = int(result)
-    return f"{expression} = {result}"
+    # Computation never runs on the event loop: a child process, killed at the tool's timeout.
+    return await run_isolated(
+        "chat.tools.calculator:calculate", arguments, cpu_seconds=settings.CHAT_TOOL_TIMEOUT
+    )
 
 
 async def _current_time(context: ToolContext, arguments: dict[str, Any]) -> str:
@@ -46,7 +46,7 @@ SNIPPET = 160
 def _search(user_id: int, query: str, limit: int) -> list[dict[str, Any]]:
     # Scoped by the caller's user id from the server side, never from the model's arguments.
     rows = (
-        Message.objects.filter(conversation__user_id=user_id, superseded=False)
+        Message.objects.filter(conversation__user_id=user_id)
         .filter(Q(content__icontains=query) | Q(conversation__title__icontains=query))
         .select_related("conversation")
         .order_by("-created_at")[:limit]

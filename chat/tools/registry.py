@@ -9,6 +9,10 @@ from typing import Any
 
 from django.conf import settings
 
+from chat.tools.errors import ToolError
+
+__all__ = ["Tool", "ToolContext", "ToolError", "ToolFunction", "enabled_tools", "get_tool", "register"]
+
 
 @dataclass(frozen=True)
 class ToolContext:
@@ -16,10 +20,6 @@ class ToolContext:
 
     user_id: int
     conversation_id: int
-
-
-class ToolError(Exception):
-    """A failure to report back to the model as `is_error` with this text."""
 
 
 ToolFunction = Callable[[ToolContext, dict[str, Any]], Awaitable[str]]

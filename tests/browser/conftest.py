@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Locator, Page, Playwright, expect, sync_playwright
 
-from tests.fake_anthropic import FakeAnthropic
+from tests.support.fake_anthropic import FakeAnthropic
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = ROOT / ".venv" / "bin"
@@ -38,6 +38,7 @@ CHROMIUM_ARGS = [
 ]
 PASSWORD = "correct horse battery staple 42"
 TIMEOUT_MS = 15_000
+HEARTBEAT_SECONDS = 1  # short, so pages notice a stalled stream within a test's patience
 
 expect.set_options(timeout=TIMEOUT_MS)
 
@@ -53,6 +54,7 @@ class LiveServer:
     url: str
     data_dir: Path
     log_path: Path
+    pid: int = 0
 
     def rows(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
         """Read the live server's database directly (it is a separate process with its own SQLite file)."""
@@ -73,6 +75,17 @@ class LiveServer:
                 return content
             if time.monotonic() > deadline:
                 raise AssertionError(f"message {pk} is {current!r}, not {status!r}")
+            time.sleep(0.05)
+
+    def wait_content(self, pk: int, content: str, timeout: float = 15.0) -> str:
+        """The reply's content once the database holds `content` (the server saves on a throttle)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            current, _ = self.message(pk)
+            if current == content:
+                return current
+            if time.monotonic() > deadline:
+                raise AssertionError(f"message {pk} holds {current!r}, not {content!r}")
             time.sleep(0.05)
 
     def log(self) -> str:
@@ -105,22 +118,29 @@ def chat_server(fake_upstream: FakeAnthropic) -> Iterator[LiveServer]:
         "CHAT_UPSTREAM_READ_TIMEOUT": "30",
         "CHAT_SAVE_INTERVAL": "0.1",
         "CHAT_MAX_CONCURRENT_PER_USER": "10",
+        "CHAT_KEEPALIVE_SECONDS": str(HEARTBEAT_SECONDS),
+        "SIGNUPS_PER_IP_PER_HOUR": "100000",  # every test signs a fresh user up from 127.0.0.1
         "LOG_LEVEL": "WARNING",
         "PYTHONUNBUFFERED": "1",
     }
     env["DJANGO_SETTINGS_MODULE"] = "tests.browser.live_settings"
     subprocess.run(
         [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
-        cwd=ROOT, env=env, check=True, timeout=120,
+        cwd=ROOT,
+        env=env,
+        check=True,
+        timeout=120,
     )
     log_path = data_dir / "daphne.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
             [str(VENV_BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port), "chatsite.asgi:application"],
-            cwd=ROOT, env=env, stdout=log,
+            cwd=ROOT,
+            env=env,
+            stdout=log,
             stderr=subprocess.STDOUT,
         )
-    server = LiveServer(f"http://127.0.0.1:{port}", data_dir, log_path)
+    server = LiveServer(f"http://127.0.0.1:{port}", data_dir, log_path, proc.pid)
     try:
         deadline = time.monotonic() + 60
         while True:

@@ -10,7 +10,7 @@ import pytest
 from playwright.sync_api import BrowserContext, Page, expect
 
 from tests.browser.conftest import PASSWORD, finished_reply, send, shot, sign_up, wait_ready
-from tests.fake_anthropic import End, FakeAnthropic, Text
+from tests.support.fake_anthropic import End, FakeAnthropic, Text
 
 pytestmark = pytest.mark.browser
 

@@ -9,7 +9,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from tests.browser.conftest import finished_reply, last_reply, send, shot, sign_up, wait_ready
-from tests.fake_anthropic import End, FakeAnthropic, Text, Wait
+from tests.support.fake_anthropic import End, FakeAnthropic, Text, Wait
 
 pytestmark = pytest.mark.browser
 
@@ -47,7 +47,7 @@ def test_keyboard_only(page: Page, upstream: FakeAnthropic) -> None:
     page.keyboard.type("line two")
     expect(box).to_have_value("line one\nline two")  # Shift+Enter made a newline and sent nothing
     page.keyboard.press("Enter")
-    expect(page.locator("#messages > .msg-user").last).to_have_text("line one\nline two")
+    expect(page.locator("#messages > .msg-user .msg-body").last).to_have_text("line one\nline two")
     expect(finished_reply(page)).to_contain_text("Two lines received.")
     expect(box).to_be_focused()  # the next message can be typed at once
 

@@ -16,7 +16,7 @@ from tests.browser.conftest import (
     send,
     shot,
 )
-from tests.fake_anthropic import End, FakeAnthropic, Text, Wait
+from tests.support.fake_anthropic import End, FakeAnthropic, Text, Wait
 
 pytestmark = pytest.mark.browser
 

@@ -8,7 +8,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from tests.browser.conftest import LiveServer, finished_reply, last_reply, reply_pk, send, shot
-from tests.fake_anthropic import End, FakeAnthropic, Text, ToolUse, Wait
+from tests.support.fake_anthropic import End, FakeAnthropic, Text, ToolUse, Wait
 
 pytestmark = pytest.mark.browser
 

@@ -1,0 +1,68 @@
+"""Small response policies that no library covers: no shared caching of anything dynamic, and renewal of
+the idle session timeout."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+
+from asgiref.sync import iscoroutinefunction
+from django.contrib.auth import SESSION_KEY
+from django.http import HttpRequest
+from django.http.response import HttpResponseBase
+from django.utils.cache import patch_cache_control
+from django.utils.decorators import sync_and_async_middleware
+from django.utils.deprecation import MiddlewareMixin
+
+# The session's expiry is renewed when it was last renewed this long ago or more: one session write a minute
+# at most, not one per request. So a session ends between SESSION_IDLE_MINUTES - 1 and SESSION_IDLE_MINUTES
+# after the last request.
+RENEW_EVERY_SECONDS = 60
+LAST_SEEN_KEY = "_idle_last_renewed"
+
+Handler = Callable[[HttpRequest], HttpResponseBase]
+AsyncHandler = Callable[[HttpRequest], Awaitable[HttpResponseBase]]
+
+
+@sync_and_async_middleware
+def private_no_store(get_response: Handler | AsyncHandler) -> Handler | AsyncHandler:
+    """`Cache-Control: private, no-store` on every page, stream and export (static files never get here:
+    WhiteNoise answers them first). Pages hold a user's conversations or a CSRF token; no proxy or
+    browser cache may keep them. A response whose view chose a private policy itself keeps it (an
+    attachment's file: private, cached an hour by that user's browser only)."""
+    if iscoroutinefunction(get_response):
+
+        async def async_middleware(request: HttpRequest) -> HttpResponseBase:
+            response = await get_response(request)
+            _private_no_store(response)
+            return response
+
+        return async_middleware
+
+    def middleware(request: HttpRequest) -> HttpResponseBase:
+        response = get_response(request)
+        _private_no_store(response)  # type: ignore[arg-type]
+        return response  # type: ignore[return-value]
+
+    return middleware
+
+
+def _private_no_store(response: HttpResponseBase) -> None:
+    if "private" not in response.get("Cache-Control", ""):
+        patch_cache_control(response, private=True, no_store=True)
+
+
+class SessionIdleRenewalMiddleware(MiddlewareMixin):
+    """Sessions expire SESSION_COOKIE_AGE (= SESSION_IDLE_MINUTES) after they were last saved; Django checks
+    that expiry on every request. A signed-in request renews it by saving the session, at most once a
+    minute. Event streams never do: they hold no database connection while they stream."""
+
+    def process_response(self, request: HttpRequest, response: HttpResponseBase) -> HttpResponseBase:
+        session = getattr(request, "session", None)
+        if session is None or response.streaming or SESSION_KEY not in session:
+            return response
+        now = int(time.time())
+        last = session.get(LAST_SEEN_KEY)
+        if not isinstance(last, int) or now - last >= RENEW_EVERY_SECONDS:
+            session[LAST_SEEN_KEY] = now  # marks it modified: SessionMiddleware saves it with a fresh expiry
+        return response

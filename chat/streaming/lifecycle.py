@@ -1,0 +1,135 @@
+"""Background work owned by a server process: running generations, the reaper of dead ones, and the drain
+that ends them well when the process is asked to stop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+
+from chat.streaming import flusher, pubsub
+from chat.streaming.producer import produce_reply
+from chat.streaming.store import areplies_reap_expired
+from chat.streaming.tasks import running_tasks, spawn
+
+logger = logging.getLogger(__name__)
+
+Scope = dict[str, Any]
+ASGIApp = Callable[[Scope, Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Awaitable[None]]
+
+# How long the replies still running when a drain ends may take to save themselves as interrupted.
+FINAL_SAVE_SECONDS = 10.0
+
+_reaper: asyncio.Task[None] | None = None
+_replies: set[asyncio.Task[Any]] = set()  # this process's running generations
+_draining = False
+
+__all__ = [
+    "DrainReport",
+    "drain",
+    "ensure_reaper",
+    "is_draining",
+    "reap_once",
+    "running_tasks",
+    "start_reply",
+    "with_background_tasks",
+]
+
+
+def start_reply(reply_id: int) -> asyncio.Task[Any]:
+    """Generate reply `reply_id` (a committed STREAMING row) in this process, detached from the request.
+    Views check `is_draining()` first; a reply whose row was committed before the drain began still runs
+    here, and the drain waits for it like any other."""
+    ensure_reaper()
+    task = spawn(produce_reply(reply_id), name=f"reply-{reply_id}")
+    _replies.add(task)
+    task.add_done_callback(_replies.discard)
+    return task
+
+
+def is_draining() -> bool:
+    """True once this process has begun to shut down: it accepts no new replies (views answer 503)."""
+    return _draining
+
+
+@dataclass(frozen=True)
+class DrainReport:
+    finished: int  # replies that ended on their own during the drain
+    interrupted: int  # replies still running at the deadline: stopped, saved as interrupted
+    seconds: float  # how long the drain took
+
+
+async def drain(*, seconds: float) -> DrainReport:
+    """Shut this process's replies down well. From now on `is_draining()` is True, so views refuse new
+    replies. Running replies get up to `seconds` to finish; each one still running then is cancelled, which
+    makes its producer save the partial as interrupted ("The server restarted…", Continue offered) and
+    publish `end`, so followers on other processes show it at once. Returns when every reply is saved, or
+    FINAL_SAVE_SECONDS after the deadline at the latest (the lease reaper elsewhere covers what is left)."""
+    global _draining
+    _draining = True
+    started = time.monotonic()
+    deadline = started + seconds
+    logger.warning("draining: %d replies running, new ones refused, for up to %.0fs", len(_replies), seconds)
+    finished = 0
+    # Re-read the set each time: a message committed just before the drain began may start a reply after it.
+    while _replies and (remaining := deadline - time.monotonic()) > 0:
+        done, _ = await asyncio.wait(set(_replies), timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+        finished += len(done)
+    left = set(_replies)
+    for task in left:
+        task.cancel()
+    if left:
+        await asyncio.wait(left, timeout=FINAL_SAVE_SECONDS)
+    report = DrainReport(finished=finished, interrupted=len(left), seconds=time.monotonic() - started)
+    logger.warning(
+        "drained in %.1fs: %d replies finished, %d saved as interrupted",
+        report.seconds,
+        report.finished,
+        report.interrupted,
+    )
+    return report
+
+
+async def reap_once() -> list[int]:
+    """Mark replies whose producer died as interrupted, and tell their subscribers."""
+    ids = await areplies_reap_expired(exclude=flusher.local_ids())
+    for reply_id in ids:
+        logger.warning("reply %s: its process stopped renewing the lease; marked interrupted", reply_id)
+        await pubsub.publish_end(reply_id)
+    return ids
+
+
+async def _reap_forever() -> None:
+    # Worst case from a process's death to "interrupted": the lease plus one reaper interval.
+    interval = settings.CHAT_LEASE_SECONDS / 2
+    while True:
+        try:
+            await reap_once()
+        except Exception:  # the database may be briefly away; try again next round
+            logger.exception("reaper round failed")
+        await asyncio.sleep(interval)
+
+
+def ensure_reaper() -> None:
+    global _reaper
+    if _reaper is None or _reaper.done():
+        _reaper = spawn(_reap_forever(), name="reaper")
+
+
+def with_background_tasks(app: ASGIApp) -> ASGIApp:
+    """Wrap the ASGI app so each server process starts its reaper with its first request (daphne has no
+    lifespan events)."""
+
+    async def wrapped(
+        scope: Scope, receive: Callable[[], Awaitable[Any]], send: Callable[[Any], Awaitable[None]]
+    ) -> None:
+        if scope["type"] == "http":
+            ensure_reaper()
+        await app(scope, receive, send)
+
+    return wrapped

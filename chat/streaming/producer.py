@@ -1,0 +1,501 @@
+"""The producer of a reply: calls the provider, runs the tools it asks for, publishes each delta, saves.
+
+It runs as a task in the process that accepted the message, independent of any HTTP connection, so a
+refresh or a closed tab does not stop it. Subscribers (see `subscriber.py`) follow it through the
+channel layer from any process. The database is written on a throttle (every CHAT_SAVE_INTERVAL
+seconds while text flows, with the lease renewal in the same UPDATE), at each tool round, and once at
+the end — never per token, and never on the path from upstream to subscribers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+
+from chat.blocks import BlockSplitter
+from chat.errors import MAX_TOKENS_MESSAGE, REFUSAL_MESSAGE, STOPPED_MESSAGE, TRUNCATED_MESSAGE, ReplyFailure
+from chat.models import Message
+from chat.providers import (
+    Finished,
+    ReplyRequest,
+    Started,
+    TextDelta,
+    ThinkingDelta,
+    ToolCallReady,
+    ToolCallStarted,
+    get_provider,
+)
+from chat.rendering import block_html, tool_call_html
+from chat.selectors import THINKING_TYPES, prefill_thinking, provider_history, split_prefill
+from chat.streaming import flusher, pubsub
+from chat.streaming.db import background_db
+from chat.streaming.store import areply_check_budget, areply_finish, areply_save_blocks
+from chat.text import clean_model_data, clean_model_text
+from chat.tools import ToolContext, enabled_tools, get_tool
+from chat.tools.runner import run_tool_call
+from usage.pricing import TokenUsage
+
+logger = logging.getLogger(__name__)
+
+ROUND_SEPARATOR = "\n\n"
+TOOL_ABANDONED = "The reply ended before this tool finished."
+
+
+@dataclass
+class ReplyState:
+    reply_id: int
+    text: str
+    context: ToolContext
+    # Earlier tool rounds as Messages API messages: assistant (text + tool_use), user (tool_result)…
+    blocks: list[dict[str, Any]] = field(default_factory=list)
+    pending_tool_uses: list[dict[str, Any]] = field(default_factory=list)
+    round_start: int = 0  # offset in `text` where the current round's text starts
+    started: float = field(default_factory=time.monotonic)
+    first_token_at: float | None = None
+    stop_reason: str = ""  # why we are ending early: "stopped" / "gone"
+    input_tokens: int | None = None  # summed over rounds
+    output_tokens: int | None = None
+    cache_creation_tokens: int | None = None
+    cache_read_tokens: int | None = None
+    # Announced by the round in progress (message_start): billed even if the round is cut off.
+    round_started: Started | None = None
+    model: str = ""
+    note: str = ""
+    # Tool boxes shown so far: id -> (text offset where it appears, its latest HTML), for late subscribers.
+    tool_boxes: dict[str, tuple[int, str]] = field(default_factory=dict)
+    # Extended thinking shown so far (its own offset space), and, for Continue, the thinking blocks of the
+    # round being extended (put back in front of it when it is saved).
+    thinking: str = ""
+    prefill_thinking: list[dict[str, Any]] = field(default_factory=list)
+    # Streaming Markdown: the scanner over the current round's text, where its open block starts, and
+    # every finished block as (start, end, html), each rendered once per reply whatever the number of viewers.
+    splitter: BlockSplitter | None = None
+    block_start: int = 0
+    rendered: list[tuple[int, int, str]] = field(default_factory=list)
+    markdown: bool = True
+
+    def blocks_upto(self, cuts: list[int]) -> list[tuple[int, int, str]]:
+        """Render the blocks that end at `cuts` (ascending, after the open block's start)."""
+        new = []
+        for end in cuts:
+            if end <= self.block_start:
+                continue
+            text = self.text[self.block_start : end]
+            new.append((self.block_start, end, block_html(text, end=end, markdown=self.markdown)))
+            self.block_start = end
+        self.rendered.extend(new)
+        return new
+
+    def close_round_blocks(self) -> list[tuple[int, int, str]]:
+        """A tool round ended: its open block is finished; scanning starts afresh after it."""
+        new = self.blocks_upto([len(self.text)])
+        self.splitter = BlockSplitter(base=len(self.text)) if self.markdown else None
+        self.block_start = len(self.text)
+        return new
+
+    @property
+    def ttft_ms(self) -> int | None:
+        if self.first_token_at is None:
+            return None
+        return round((self.first_token_at - self.started) * 1000)
+
+    def add_usage(self, round_usage: Started | Finished) -> None:
+        """Add one round's usage (a None count stays unknown rather than becoming 0)."""
+        for name in ("input_tokens", "output_tokens", "cache_creation_tokens", "cache_read_tokens"):
+            value = getattr(round_usage, name, None)
+            if value is not None:
+                setattr(self, name, (getattr(self, name) or 0) + value)
+
+    def usage(self) -> TokenUsage:
+        return TokenUsage(
+            input=self.input_tokens or 0,
+            output=self.output_tokens or 0,
+            cache_creation=self.cache_creation_tokens or 0,
+            cache_read=self.cache_read_tokens or 0,
+        )
+
+    def final_blocks(self, finished: Finished | None) -> list[dict[str, Any]]:
+        """The whole exchange as API messages, valid to replay: every tool_use has its tool_result."""
+        thinking = [b for b in finished.content if b["type"] in THINKING_TYPES] if finished else []
+        if not self.blocks and not self.pending_tool_uses and not (thinking and self.text.strip()):
+            return []
+        blocks = list(self.blocks)
+        if self.pending_tool_uses:  # stopped or failed while a tool ran
+            blocks.append(
+                {
+                    "role": "user",
+                    "content": [
+                        {
+                            "type": "tool_result",
+                            "tool_use_id": b["id"],
+                            "content": TOOL_ABANDONED,
+                            "is_error": True,
+                        }
+                        for b in self.pending_tool_uses
+                    ],
+                }
+            )
+            return blocks
+        tail = self.text[self.round_start :]
+        # A round that only thought (cut off before any text) is not replayed: an assistant turn of thinking
+        # alone is no answer, and the next turn does not need it.
+        if tail.strip():
+            blocks.append({"role": "assistant", "content": [*thinking, {"type": "text", "text": tail}]})
+        return blocks
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a generation ended. `status` None: the reply is gone (deleted, or reaped elsewhere) and nothing is
+    saved; otherwise the final status, why it stopped early (`error`), and the last round (`finished`)."""
+
+    status: str | None
+    error: ReplyFailure | None = None
+    finished: Finished | None = None
+
+
+@dataclass(frozen=True)
+class Loaded:
+    request: ReplyRequest
+    text: str
+    context: ToolContext
+    blocks: list[dict[str, Any]]
+    round_start: int
+    user_id: int
+    thinking: str
+    prefill_thinking: list[dict[str, Any]]
+
+
+@background_db
+def _load(reply_id: int) -> Loaded | None:
+    reply = Message.objects.select_related("conversation").filter(pk=reply_id).first()
+    if reply is None or reply.status != Message.Status.STREAMING:
+        return None
+    history = provider_history(reply=reply)
+    if history.dropped_turns != reply.context_dropped:  # the page says older turns were left out
+        Message.objects.filter(pk=reply_id).update(context_dropped=history.dropped_turns)
+    messages, system, model = history.messages, history.system, history.model
+    # Continue: earlier rounds stay as they were; a trailing text round is the prefill being extended.
+    earlier, prefill = split_prefill(reply.blocks, reply.content)
+    # The Messages API refuses an assistant prefill with thinking enabled, so a Continue goes on without
+    # thinking (the thinking shown so far stays on the page and in the row).
+    budget = reply.conversation.thinking_budget if not prefill else None
+    request = ReplyRequest(
+        model=model,
+        system=system,
+        messages=messages,
+        max_tokens=settings.CHAT_MAX_TOKENS + (budget or 0),
+        thinking_budget=budget,
+    )
+    context = ToolContext(user_id=reply.conversation.user_id, conversation_id=reply.conversation_id)
+    return Loaded(
+        request,
+        reply.content,
+        context,
+        earlier,
+        len(reply.content) - len(prefill),
+        reply.conversation.user_id,
+        reply.thinking,
+        prefill_thinking(reply.blocks) if prefill else [],
+    )
+
+
+async def produce_reply(reply_id: int) -> None:
+    """Generate reply `reply_id` (a STREAMING row) to the end, whatever happens to its viewers."""
+    loaded = await _load(reply_id)
+    if loaded is None:
+        return
+    state = ReplyState(
+        reply_id=reply_id,
+        text=loaded.text,
+        context=loaded.context,
+        blocks=loaded.blocks,
+        round_start=loaded.round_start,
+        thinking=loaded.thinking,
+        prefill_thinking=loaded.prefill_thinking,
+        block_start=loaded.round_start,
+        markdown=settings.CHAT_STREAM_MARKDOWN,
+    )
+    if state.markdown:  # Continue: the text so far is scanned (and its blocks rendered) once, here
+        state.splitter = BlockSplitter(base=loaded.round_start)
+        state.blocks_upto(state.splitter.feed(loaded.text[loaded.round_start :]))
+    control_channel = await pubsub.new_channel()
+    joined = await pubsub.join(control_channel, [pubsub.control_group(reply_id)])
+
+    generation = asyncio.create_task(_generate(state, loaded.request, user_id=loaded.user_id))
+    control = asyncio.create_task(_control_loop(state, control_channel, generation, joined=joined))
+
+    def stop(reason: str) -> None:
+        if not generation.done():
+            state.stop_reason = state.stop_reason or reason
+            generation.cancel()
+
+    # The process's flusher saves the text on a throttle, renews the lease, and relays Stop from the database.
+    flusher.register(
+        reply_id,
+        flusher.Registration(
+            text=lambda: state.text,
+            thinking=lambda: state.thinking,
+            ttft_ms=lambda: state.ttft_ms,
+            stop=stop,
+            saved_length=len(loaded.text),
+            saved_thinking_length=len(loaded.thinking),
+        ),
+    )
+    outcome = Outcome(status=None)
+    try:
+        outcome = await _outcome(state, generation)
+    except asyncio.CancelledError:
+        # The process is shutting down: keep the partial and say so; no one will finish this reply here.
+        generation.cancel()
+        failure = ReplyFailure("interrupted", "The server restarted before this response finished.")
+        outcome = Outcome(Message.Status.INTERRUPTED, failure)
+        raise
+    finally:
+        # Bounded: the final save and `end` never wait on the channel layer (see pubsub.stop_listening).
+        await pubsub.stop_listening(control, control_channel)
+        try:
+            await asyncio.shield(_close(state, outcome, control_channel))
+        finally:
+            flusher.unregister(reply_id)  # only now: until the final save, the lease is ours
+
+
+async def _generate(state: ReplyState, request: ReplyRequest, *, user_id: int) -> Finished | None:
+    """One or more rounds: stream text; when the model calls tools, run them and go on in the same reply.
+    Before each later round the user's budgets are checked (the first was checked when the reply was
+    accepted); a used-up budget ends the reply with an error, keeping its text and tool results."""
+    provider = get_provider()
+    tools = [] if provider.is_demo else [tool.api_definition() for tool in enabled_tools()]
+    messages = request.messages  # already holds this reply's earlier rounds when it is continued
+    rounds = 0
+    while True:
+        allow_tools = rounds < settings.CHAT_MAX_TOOL_ROUNDS
+        round_request = dataclasses.replace(request, messages=messages, tools=tools, allow_tools=allow_tools)
+        finished = await _stream_round(state, provider, round_request)
+        if finished is None or finished.stop_reason != "tool_use" or not allow_tools:
+            return finished
+        await _run_tools(state, finished)
+        over_budget = await areply_check_budget(
+            reply_id=state.reply_id, user_id=user_id, model=state.model or request.model, usage=state.usage()
+        )
+        if over_budget is not None:
+            state.round_start = len(state.text)  # the finished round's text is in its saved blocks
+            raise over_budget
+        messages = [*messages, *state.blocks[-2:]]
+        rounds += 1
+        if rounds >= settings.CHAT_MAX_TOOL_ROUNDS:
+            state.note = (
+                f"Reached the limit of {settings.CHAT_MAX_TOOL_ROUNDS} tool rounds; the model answered "
+                "without further tools."
+            )
+        await _publish_text(state, ROUND_SEPARATOR if state.text and not state.text.endswith("\n") else "")
+        state.round_start = len(state.text)
+
+
+async def _stream_round(state: ReplyState, provider: Any, request: ReplyRequest) -> Finished | None:
+    finished: Finished | None = None
+    state.round_started = None
+    prefill = state.text[state.round_start :] if request.messages[-1]["role"] == "assistant" else ""
+    # Model output is cleaned here, where it enters the reply (NUL and lone surrogates become U+FFFD, one
+    # character for one): what subscribers are sent is what the database can store, offset for offset.
+    async with contextlib.aclosing(provider.stream(request)) as events:
+        async for item in events:
+            if isinstance(item, TextDelta):
+                if state.first_token_at is None:
+                    state.first_token_at = time.monotonic()
+                await _publish_text(state, clean_model_text(item.text))
+            elif isinstance(item, ThinkingDelta):
+                if state.first_token_at is None:
+                    state.first_token_at = time.monotonic()
+                await _publish_thinking(state, clean_model_text(item.text))
+            elif isinstance(item, Started):
+                state.model = item.model
+                state.round_started = item
+            elif isinstance(item, ToolCallStarted):
+                await _publish_tool(state, clean_model_text(item.id), clean_model_text(item.name))
+            elif isinstance(item, ToolCallReady):
+                tool_id, name = clean_model_text(item.id), clean_model_text(item.name)
+                await _publish_tool(state, tool_id, name, arguments=clean_model_data(item.input))
+            else:
+                finished = dataclasses.replace(item, content=clean_model_data(item.content))
+    state.round_started = None
+    if finished is not None:
+        state.add_usage(finished)
+        if prefill and finished.content:  # Continue: the round's text includes the prefill it extended
+            first = finished.content[0]
+            if first["type"] == "text":
+                finished.content[0] = {**first, "text": prefill + first["text"]}
+            else:
+                finished.content.insert(0, {"type": "text", "text": prefill})
+        if prefill and state.prefill_thinking:  # the extended round keeps the thinking it began with
+            finished.content[:0] = state.prefill_thinking
+            state.prefill_thinking = []
+    return finished
+
+
+async def _publish_text(state: ReplyState, text: str) -> None:
+    if not text:
+        return
+    start = len(state.text)
+    state.text += text
+    # Linear: the scanner looks at the new text only, and a block is rendered once, when it closes.
+    blocks = state.blocks_upto(state.splitter.feed(text)) if state.splitter is not None else None
+    # Never raises: with the layer down the text is still kept here and saved; subscribers sync it later.
+    await pubsub.publish(pubsub.audience_group(state.reply_id), pubsub.chunk(start, text, blocks=blocks))
+
+
+async def _publish_thinking(state: ReplyState, text: str) -> None:
+    """Thinking text, in its own offset space (subscribers send it as `event: thinking`)."""
+    if not text:
+        return
+    start = len(state.thinking)
+    state.thinking += text
+    await pubsub.publish(pubsub.audience_group(state.reply_id), pubsub.thinking(start, text))
+
+
+async def _publish_tool(
+    state: ReplyState,
+    tool_id: str,
+    name: str,
+    *,
+    arguments: dict[str, Any] | None = None,
+    result: str | None = None,
+    is_error: bool = False,
+) -> None:
+    tool = get_tool(name)
+    html = tool_call_html(
+        tool_id=tool_id,
+        label=tool.label if tool else name,
+        arguments=arguments,
+        result=result,
+        is_error=is_error,
+    )
+    if tool_id not in state.tool_boxes:
+        # The round's text ends where its first tool box appears: its open block is finished.
+        blocks = state.close_round_blocks()
+        if blocks:
+            group = pubsub.audience_group(state.reply_id)
+            await pubsub.publish(group, pubsub.chunk(len(state.text), "", blocks=blocks))
+    offset = state.tool_boxes.get(tool_id, (len(state.text), ""))[0]
+    state.tool_boxes[tool_id] = (offset, html)
+    await pubsub.publish(pubsub.audience_group(state.reply_id), pubsub.tool(offset, html))
+
+
+async def _run_tools(state: ReplyState, finished: Finished) -> None:
+    tool_uses = [block for block in finished.content if block["type"] == "tool_use"]
+    state.blocks.append({"role": "assistant", "content": finished.content})
+    state.pending_tool_uses = tool_uses
+    results = []
+    for block in tool_uses:
+        result = await run_tool_call(
+            tool_use_id=block["id"],
+            name=block["name"],
+            arguments=block["input"],
+            context=state.context,
+            timeout=settings.CHAT_TOOL_TIMEOUT,
+        )
+        await _publish_tool(
+            state,
+            block["id"],
+            block["name"],
+            arguments=block["input"],
+            result=result.content,
+            is_error=result.is_error,
+        )
+        results.append(result.api_block())
+    state.blocks.append({"role": "user", "content": results})
+    state.pending_tool_uses = []
+    await areply_save_blocks(reply_id=state.reply_id, content=state.text, blocks=state.blocks)
+
+
+async def _outcome(state: ReplyState, generation: asyncio.Task[Finished | None]) -> Outcome:
+    try:
+        finished = await generation
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise
+        if state.stop_reason == "gone":
+            return Outcome(status=None)
+        return Outcome(Message.Status.STOPPED, ReplyFailure("stopped", STOPPED_MESSAGE))
+    except ReplyFailure as failure:
+        return Outcome(Message.Status.ERROR, failure)
+    except Exception:
+        logger.exception("reply %s failed", state.reply_id)
+        internal = ReplyFailure("internal", "Something went wrong on our side while writing this response.")
+        return Outcome(Message.Status.ERROR, internal)
+    cut_off = _cut_off_by_model(finished)
+    if cut_off is not None:
+        return Outcome(Message.Status.INCOMPLETE, cut_off, finished)
+    return Outcome(Message.Status.COMPLETE, finished=finished)
+
+
+def _cut_off_by_model(finished: Finished | None) -> ReplyFailure | None:
+    """The reply ended without error but is not whole: say why."""
+    if finished is None or finished.stop_reason is None:
+        return ReplyFailure("truncated", TRUNCATED_MESSAGE)
+    if finished.stop_reason == "max_tokens":
+        return ReplyFailure("max_tokens", MAX_TOKENS_MESSAGE)
+    if finished.stop_reason == "refusal":
+        return ReplyFailure("refusal", REFUSAL_MESSAGE, False)
+    return None
+
+
+async def _control_loop(
+    state: ReplyState, channel: str, generation: asyncio.Task[Any], *, joined: bool = True
+) -> None:
+    """Answer subscribers' sync requests from memory, and stop on request from any process. It lives as long
+    as the reply: `pubsub.listen` carries it through quiet spells and channel-layer failures (a Stop lost
+    meanwhile still arrives through the database flag)."""
+    async for message in pubsub.listen(channel, [pubsub.control_group(state.reply_id)], joined=joined):
+        if message["type"] == pubsub.SYNC:
+            offset = max(0, min(int(message["offset"]), len(state.text)))
+            boxes = sorted((at, html) for at, html in state.tool_boxes.values() if at >= offset)
+            # Thinking first: on the page it sits above the answer, and it began before it.
+            if "thinking_offset" in message:
+                at = max(0, min(int(message["thinking_offset"]), len(state.thinking)))
+                await pubsub.send(message["reply_to"], pubsub.thinking(at, state.thinking[at:]))
+            done = int(message.get("done", 0))  # the page has the rendered blocks up to here
+            blocks = [block for block in state.rendered if block[1] > done]
+            await pubsub.send(message["reply_to"], pubsub.chunk(offset, state.text[offset:], boxes, blocks))
+        elif message["type"] == pubsub.STOP and not generation.done():
+            state.stop_reason = state.stop_reason or "stopped"
+            generation.cancel()
+
+
+async def _close(state: ReplyState, outcome: Outcome, control_channel: str) -> None:
+    try:
+        if outcome.status is not None:
+            finished = outcome.finished
+            # A round that failed or was stopped still counts the input (and cache) usage its upstream
+            # announced in message_start; its output count only arrives with message_delta.
+            if state.round_started is not None:
+                state.add_usage(state.round_started)
+                state.round_started = None
+            await areply_finish(
+                reply_id=state.reply_id,
+                content=state.text,
+                thinking=state.thinking,
+                blocks=state.final_blocks(finished),
+                status=outcome.status,
+                error=outcome.error,
+                note=state.note,
+                stop_reason=finished.stop_reason if finished else None,
+                model=finished.model if finished else state.model or None,
+                input_tokens=state.input_tokens,
+                output_tokens=state.output_tokens,
+                cache_creation_tokens=state.cache_creation_tokens,
+                cache_read_tokens=state.cache_read_tokens,
+                ttft_ms=state.ttft_ms,
+                duration_ms=round((time.monotonic() - state.started) * 1000),
+            )
+    finally:
+        # Persist, then publish: a subscriber that sees `end` finds the final text in the database.
+        await pubsub.leave(control_channel, [pubsub.control_group(state.reply_id)])
+        await pubsub.publish_end(state.reply_id)

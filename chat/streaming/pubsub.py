@@ -1,0 +1,346 @@
+"""Names and message shapes on the channel layer, shared by the producer and its subscribers.
+
+Each reply has two groups:
+- its audience (`reply.<id>`): the producer publishes `chunk` (text from a character offset, with the
+  Markdown blocks it finished, rendered), `thinking` (extended thinking from an offset in the thinking
+  text), `tool` (a tool call's progress, as HTML) and `end`;
+- its control (`reply-control.<id>`): subscribers ask for `sync` (the text from an offset, answered to
+  their own channel) and any process asks for `stop`.
+Open streams also listen on their user's group (`streams-user.<id>`) and their session's group
+(`streams-session.<hash>`), where `close` ends them on purpose: logout, deactivation, deletion.
+Delivery is at-most-once, so subscribers detect gaps by offset and ask for a sync; the database
+(written before `end` is published) is the final word.
+
+The channel layer may fail (Redis restarts, a connection breaks). Nothing here lets that end a reply or a
+stream: `publish`, `send`, `join` and `leave` log and drop on failure, pausing sends with a bounded back-off
+while the layer is down; `listen` keeps receiving through failures, re-joins its groups (a restarted Redis
+has forgotten them) and then yields `RESUMED`, so its reader knows messages may have been lost and syncs;
+`stop_listening` ends such a loop with a message rather than a cancel."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import logging
+import time
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from channels.exceptions import ChannelFull
+from channels.layers import BaseChannelLayer, get_channel_layer
+from redis.exceptions import RedisError  # channels_redis's errors; harmless with the in-memory layer
+
+logger = logging.getLogger(__name__)
+
+CHUNK = "reply.chunk"
+END = "reply.end"
+SYNC = "reply.sync"
+STOP = "reply.stop"
+TOOL = "reply.tool"  # a tool call's progress, as an HTML fragment
+THINKING = "reply.thinking"  # extended thinking text from an offset (its own offset space)
+CLOSE = "streams.close"  # end open streams on purpose; carries a reason (see subscriber.ENDED_NOTICES)
+RESUMED = "layer.resumed"  # never sent: `listen` yields it once it receives again after a failure
+EXIT = "layer.exit"  # sent by a loop's owner to the loop's own channel: `listen` returns (`stop_listening`)
+
+
+def audience_group(reply_id: int) -> str:
+    return f"reply.{reply_id}"
+
+
+def control_group(reply_id: int) -> str:
+    return f"reply-control.{reply_id}"
+
+
+def user_group(user_id: int) -> str:
+    return f"streams-user.{user_id}"
+
+
+def session_group(session_key: str) -> str:
+    # A digest, not the key itself: group names are visible to whoever can read the channel layer.
+    return "streams-session." + hashlib.sha256(session_key.encode()).hexdigest()[:32]
+
+
+def layer() -> BaseChannelLayer:
+    channel_layer = get_channel_layer()
+    if channel_layer is None:  # pragma: no cover - settings always define one
+        raise RuntimeError("CHANNEL_LAYERS is not configured")
+    return channel_layer
+
+
+async def new_channel() -> str:
+    """A channel for this process to receive on: a producer's control channel, a subscriber's inbox.
+
+    All with channels' one default prefix, on purpose. channels_redis keeps a process's channels in one Redis
+    key per prefix, yet lets only one receive() at a time block on Redis (a process-wide lock), and that one
+    blocks on its own prefix's key. With two prefixes (as before: "reply-control." and "reply-sub."), a
+    process that both generates a reply and streams one starved whichever kind did not hold the lock: a tab
+    beside the producer got nothing live, or the producer no sync request and no Stop, until the lock holder
+    received something itself (or, with redis-py's old 5 s read timeout, died of the quiet)."""
+    return await layer().new_channel()
+
+
+def chunk(
+    start: int,
+    text: str,
+    tools: list[tuple[int, str]] | None = None,
+    blocks: list[tuple[int, int, str]] | None = None,
+) -> dict[str, Any]:
+    """Text from offset `start`; a sync answer also carries the tool boxes at or after `start`. `blocks`:
+    finished Markdown blocks `(a, b, html)` (text range [a, b) rendered once by the producer) that this
+    text completed, or, in a sync answer, every block the subscriber's page lacks."""
+    message: dict[str, Any] = {"type": CHUNK, "start": start, "text": text}
+    if tools:
+        message["tools"] = [list(box) for box in tools]
+    if blocks:
+        message["blocks"] = [list(block) for block in blocks]
+    return message
+
+
+def thinking(start: int, text: str) -> dict[str, Any]:
+    return {"type": THINKING, "start": start, "text": text}
+
+
+def tool(offset: int, html: str) -> dict[str, Any]:
+    return {"type": TOOL, "offset": offset, "html": html}
+
+
+async def request_stop(reply_id: int) -> bool:
+    """Ask the producer to stop, wherever it runs. False if the layer is down: the database flag (set by the
+    caller) still reaches the producer within a save interval."""
+    return await publish(control_group(reply_id), {"type": STOP})
+
+
+async def publish_end(reply_id: int) -> bool:
+    return await publish(audience_group(reply_id), {"type": END})
+
+
+# --- Ending open streams on purpose ----------------------------------------------------------------
+# Each subscriber ends with an `ended` event telling the page why; the reply itself (if still being
+# written) goes on and is saved. Async versions first, each with its sync twin for sync views and signals.
+# With the layer down they do nothing (logged): the action that asked (logout, delete) must still succeed.
+
+
+async def aend_user_streams(*, user_id: int, reason: str) -> None:
+    await publish(user_group(user_id), {"type": CLOSE, "reason": reason})
+
+
+def end_user_streams(*, user_id: int, reason: str) -> None:
+    async_to_sync(aend_user_streams)(user_id=user_id, reason=reason)
+
+
+async def aend_session_streams(*, session_key: str, reason: str) -> None:
+    await publish(session_group(session_key), {"type": CLOSE, "reason": reason})
+
+
+def end_session_streams(*, session_key: str, reason: str) -> None:
+    async_to_sync(aend_session_streams)(session_key=session_key, reason=reason)
+
+
+async def aend_reply_streams(*, reply_ids: Iterable[int], reason: str) -> None:
+    for reply_id in reply_ids:
+        await publish(audience_group(reply_id), {"type": CLOSE, "reason": reason})
+
+
+def end_reply_streams(*, reply_ids: Iterable[int], reason: str) -> None:
+    async_to_sync(aend_reply_streams)(reply_ids=list(reply_ids), reason=reason)
+
+
+# --- Surviving channel-layer failures --------------------------------------------------------------
+
+
+@dataclass
+class Backoff:
+    """Delays before retrying after consecutive failures: `first`, doubling, never more than `cap` seconds."""
+
+    first: float = 0.1
+    cap: float = 2.0
+    failures: int = 0
+
+    def next(self) -> float:
+        delay = min(self.cap, self.first * 2 ** min(self.failures, 32))
+        self.failures += 1
+        return delay
+
+    def reset(self) -> None:
+        self.failures = 0
+
+
+@dataclass
+class _Outage:
+    """This process's view of one layer for sends: while it is down, sends are dropped at once until
+    `retry_at`, so a producer never waits on a dead Redis for every delta."""
+
+    backoff: Backoff = field(default_factory=lambda: Backoff(first=0.1, cap=5.0))
+    down_since: float | None = None
+    retry_at: float = 0.0
+
+
+_outages: weakref.WeakKeyDictionary[BaseChannelLayer, _Outage] = weakref.WeakKeyDictionary()
+
+
+def _outage_of(channel_layer: BaseChannelLayer) -> _Outage:
+    return _outages.setdefault(channel_layer, _Outage())
+
+
+async def _quietly(what: str, operation: Callable[[], Awaitable[None]]) -> bool:
+    """Run one layer operation; True if it went through. A failure is logged and dropped: delivery is
+    at-most-once anyway, and every reader recovers what it missed (sync by offset; the database)."""
+    channel_layer = layer()
+    outage = _outage_of(channel_layer)
+    now = time.monotonic()
+    if outage.down_since is not None and now < outage.retry_at:
+        return False
+    try:
+        await operation()
+    except ChannelFull:  # one slow reader's full channel, not an outage: it resyncs by offset
+        return False
+    except Exception as exc:
+        delay = outage.backoff.next()
+        outage.retry_at = now + delay
+        if outage.down_since is None:
+            outage.down_since = now
+            logger.warning(
+                "channel layer: %s failed (%s: %s); dropping sends, retrying in %.1fs",
+                what,
+                type(exc).__name__,
+                exc,
+                delay,
+            )
+        else:
+            logger.info(
+                "channel layer still failing (%s: %s); retrying in %.1fs", type(exc).__name__, exc, delay
+            )
+        return False
+    _layer_is_back(channel_layer)
+    return True
+
+
+def _layer_is_back(channel_layer: BaseChannelLayer) -> None:
+    outage = _outage_of(channel_layer)
+    if outage.down_since is not None:
+        logger.warning("channel layer: sends work again after %.1fs", time.monotonic() - outage.down_since)
+        outage.down_since = None
+        outage.backoff.reset()
+
+
+async def publish(group: str, message: dict[str, Any]) -> bool:
+    """`group_send` that never raises (see `_quietly`)."""
+    return await _quietly(f"group_send to {group}", lambda: layer().group_send(group, message))
+
+
+async def send(channel: str, message: dict[str, Any]) -> bool:
+    """`send` that never raises (see `_quietly`)."""
+    return await _quietly(f"send to {channel}", lambda: layer().send(channel, message))
+
+
+async def join(channel: str, groups: Sequence[str]) -> bool:
+    """Add `channel` to each group. False if the layer failed; `listen(..., joined=False)` joins later."""
+
+    async def add() -> None:
+        for group in groups:
+            await layer().group_add(group, channel)
+
+    return await _quietly(f"group_add of {channel}", add)
+
+
+async def leave(channel: str, groups: Sequence[str]) -> None:
+    for group in groups:
+        # Each on its own: one failure must not keep the channel in the other groups (they expire anyway).
+        discard = functools.partial(layer().group_discard, group, channel)
+        await _quietly(f"group_discard of {channel}", discard)
+
+
+async def listen(
+    channel: str, groups: Sequence[str], *, joined: bool = True, backoff: Backoff | None = None
+) -> AsyncIterator[dict[str, Any]]:
+    """Every message on `channel`, for as long as the caller iterates, whatever the layer does meanwhile.
+
+    After a failed receive it waits (bounded back-off, logged), re-joins `groups` — a Redis that restarted
+    has lost their membership — and yields `{"type": RESUMED}` before receiving again: messages may have
+    been lost, so the caller syncs what it needs. `joined=False`: the caller's own `join` failed; join first.
+
+    It returns when EXIT arrives on `channel`: end it with `stop_listening`, not by cancelling its task. Never
+    wrap a receive in a timeout: channels_redis drops the channel's buffered messages when a receive is
+    cancelled."""
+    backoff = backoff or Backoff()
+    channel_layer = layer()
+    failing_since: float | None = None
+    while True:
+        if not joined:
+            try:
+                for group in groups:
+                    await channel_layer.group_add(group, channel)
+            except Exception as exc:
+                failing_since = failing_since or time.monotonic()
+                await _pause(channel, "re-joining its groups", exc, backoff)
+                continue
+            joined = True
+            _layer_is_back(channel_layer)  # so sends (a sync's answer) need not wait out their own back-off
+            if failing_since is not None:
+                logger.warning(
+                    "channel layer: %s receives again after %.1fs", channel, time.monotonic() - failing_since
+                )
+                failing_since = None
+            yield {"type": RESUMED}
+        try:
+            message = await channel_layer.receive(channel)
+        except Exception as exc:
+            _raise_if_cancelled()
+            failing_since = failing_since or time.monotonic()
+            joined = False
+            await _pause(channel, "receive", exc, backoff)
+            continue
+        _raise_if_cancelled()
+        backoff.reset()
+        if message.get("type") == EXIT:
+            return
+        yield message
+
+
+def _raise_if_cancelled() -> None:
+    """A cancel that channels_redis or redis-py absorbed (the task says it is cancelling, yet we are here)
+    still ends the loop."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
+async def stop_listening(task: asyncio.Task[Any], channel: str, *, grace: float = 2.0) -> None:
+    """End `task`, which iterates `listen(channel, ...)`: by sending EXIT to the channel, so the receive
+    returns normally; cancelling it only if that cannot be sent or is not done within `grace` seconds.
+
+    Why not just cancel: cancelling a channels_redis receive loses that channel's buffer and, as observed
+    here under load (the two-tab flake), a cancel can be absorbed while the receive holds the process's
+    receive lock in BZPOPMIN: the task stayed "cancelling" inside channels_redis's pop loop, and a producer
+    awaiting it never saved its reply. Never waits more than twice `grace`."""
+    if not task.done() and await send(channel, {"type": EXIT}):
+        await asyncio.wait({task}, timeout=grace)
+    if task.done():
+        return
+    task.cancel()
+    await asyncio.wait({task}, timeout=grace)
+    if not task.done():
+        logger.warning("channel layer: the receive loop on %s did not end when cancelled; left", channel)
+
+
+async def _pause(channel: str, what: str, exc: Exception, backoff: Backoff) -> None:
+    delay = backoff.next()
+    # The first failure is a warning, with its traceback unless Redis or the network is to blame (then it
+    # would only repeat, once per open stream); while the layer stays down, one line per retry would flood.
+    first = backoff.failures == 1
+    unexpected = not isinstance(exc, RedisError | OSError)
+    logger.log(
+        logging.WARNING if first else logging.DEBUG,
+        "channel layer: %s on %s failed (%s: %s); retrying in %.1fs",
+        what,
+        channel,
+        type(exc).__name__,
+        exc,
+        delay,
+        exc_info=exc if first and unexpected else None,
+    )
+    await asyncio.sleep(delay)

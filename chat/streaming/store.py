@@ -1,0 +1,224 @@
+"""The streaming engine's own writes: a reply's partial text and lease on a throttle, a tool round, the final
+row, and the reaping of replies whose process died. Each is a keyword-only synchronous function with its
+async twin beside it (`areply_finish` beside `reply_finish`), which runs it on the engine's background
+database threads (`chat.streaming.db`), never in a request's thread.
+
+Invariant: every UPDATE here is conditional on `status=STREAMING`, so a reply that was finished, reaped
+or deleted elsewhere is never written again, and the caller learns it (a 0 row count, or `gone`)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+from django.db import DatabaseError, transaction
+from django.db.models import DecimalField, F, Q, Value
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from chat.errors import INTERRUPTED_MESSAGE, ReplyFailure
+from chat.models import Message
+from chat.streaming.db import background_db
+from usage.accounting import prices_of, record_attempt
+from usage.budgets import check_next_round
+from usage.pricing import TokenUsage, cost_of
+
+logger = logging.getLogger(__name__)
+
+
+def lease_deadline() -> datetime:
+    """When a reply's lease lapses unless its producer renews it."""
+    return timezone.now() + timedelta(seconds=settings.CHAT_LEASE_SECONDS)
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    gone: list[int]  # deleted, or no longer streaming (reaped, finished elsewhere)
+    stop_requested: list[int]
+    failed: list[int] = field(default_factory=list)  # rows the database refused; their lease was renewed
+
+
+Save = tuple[int, str, int | None]  # reply id, its text so far, its time to first token
+
+
+def _save_one(
+    lease: datetime, reply_id: int, content: str, ttft_ms: int | None, thinking: str | None
+) -> None:
+    fields: dict[str, object] = {"content": content, "lease_expires_at": lease}
+    if ttft_ms is not None:
+        fields["ttft_ms"] = ttft_ms
+    if thinking is not None:
+        fields["thinking"] = thinking
+    Message.objects.filter(pk=reply_id, status=Message.Status.STREAMING).update(**fields)
+
+
+def replies_save_batch(
+    *,
+    saves: list[Save],
+    renew: list[int],
+    thinking: dict[int, str] | None = None,
+) -> BatchResult:
+    """One process's periodic save: the partial text (and time to first token) of each reply in `saves`,
+    with its lease renewed in the same UPDATE, and a lease-only renewal for `renew`. `thinking` holds the
+    extended thinking text of those replies in `saves` whose thinking changed. Reports which replies are
+    gone and which a user asked to stop.
+
+    Invariant: one row the database refuses (text it cannot store, say) never stops the others. The whole
+    batch is tried in one transaction; if that fails, each row is saved on its own in a savepoint, and a
+    row that still fails keeps its lease (its producer lives) and is reported in `failed`."""
+    lease = lease_deadline()
+    thinking = thinking or {}
+    failed: list[int] = []
+    try:
+        with transaction.atomic():
+            for reply_id, content, ttft_ms in saves:
+                _save_one(lease, reply_id, content, ttft_ms, thinking.get(reply_id))
+    except (DatabaseError, ValueError) as error:  # ValueError: UnicodeEncodeError of a lone surrogate
+        logger.warning("saving %d replies in one batch failed (%s); saving each alone", len(saves), error)
+        with transaction.atomic():
+            for reply_id, content, ttft_ms in saves:
+                try:
+                    with transaction.atomic():  # a savepoint: a failed row rolls back alone
+                        _save_one(lease, reply_id, content, ttft_ms, thinking.get(reply_id))
+                except (DatabaseError, ValueError):
+                    logger.exception("reply %s: its partial text could not be saved", reply_id)
+                    failed.append(reply_id)
+    streaming = Message.objects.filter(status=Message.Status.STREAMING)
+    if renew or failed:
+        streaming.filter(pk__in=[*renew, *failed]).update(lease_expires_at=lease)
+    ids = [reply_id for reply_id, _, _ in saves] + renew
+    alive = dict(streaming.filter(pk__in=ids).values_list("pk", "stop_requested"))
+    return BatchResult(
+        gone=[reply_id for reply_id in ids if reply_id not in alive],
+        stop_requested=[reply_id for reply_id, stop in alive.items() if stop],
+        failed=failed,
+    )
+
+
+def reply_save_blocks(*, reply_id: int, content: str, blocks: list[dict[str, Any]]) -> None:
+    """Save a finished tool round (once per round, not per token)."""
+    Message.objects.filter(pk=reply_id, status=Message.Status.STREAMING).update(
+        content=content, blocks=blocks, lease_expires_at=lease_deadline()
+    )
+
+
+@transaction.atomic
+def reply_finish(
+    *,
+    reply_id: int,
+    content: str,
+    status: str,
+    thinking: str | None = None,
+    blocks: list[dict[str, Any]] | None = None,
+    note: str = "",
+    error: ReplyFailure | None = None,
+    stop_reason: str | None = None,
+    model: str | None = None,
+    input_tokens: int | None = None,
+    output_tokens: int | None = None,
+    cache_creation_tokens: int | None = None,
+    cache_read_tokens: int | None = None,
+    ttft_ms: int | None = None,
+    duration_ms: int | None = None,
+) -> bool:
+    """Write the final row of one attempt (first run, Retry's new reply, or a Continue) and bill it: the
+    attempt's tokens and cost are added to the reply's (never overwritten), and to the user's daily rollup,
+    in one transaction. Returns False (and writes nothing) if the reply is no longer streaming."""
+    row = (
+        Message.objects.filter(pk=reply_id, status=Message.Status.STREAMING)
+        .values("model", "conversation__user_id")
+        .first()
+    )
+    if row is None:
+        return False
+    billed_model = model or row["model"]
+    usage = TokenUsage(
+        input=input_tokens or 0,
+        output=output_tokens or 0,
+        cache_creation=cache_creation_tokens or 0,
+        cache_read=cache_read_tokens or 0,
+    )
+    # Nothing billed (the demo provider, or a failure before any usage): no price needed, nothing recorded.
+    prices = prices_of(billed_model) if usage.total else None
+    cost = cost_of(usage, prices) if prices else Decimal(0)
+    fields: dict[str, object] = {
+        "content": content,
+        "status": status,
+        "error_code": error.code if error else "",
+        "error_message": error.message if error else "",
+        "stop_reason": stop_reason or "",
+        "note": note[:300],
+        "finished_at": timezone.now(),
+        "lease_expires_at": None,
+        "duration_ms": duration_ms,
+    }
+    if model:
+        fields["model"] = model
+    if blocks is not None:
+        fields["blocks"] = blocks
+    if thinking is not None:
+        fields["thinking"] = thinking
+    if ttft_ms is not None:
+        fields["ttft_ms"] = ttft_ms
+    # Continue adds to the usage of the attempts before it rather than overwriting it.
+    if input_tokens is not None:
+        fields["input_tokens"] = Coalesce(F("input_tokens"), 0) + input_tokens
+    if output_tokens is not None:
+        fields["output_tokens"] = Coalesce(F("output_tokens"), 0) + output_tokens
+    if cache_creation_tokens is not None:
+        fields["cache_creation_tokens"] = Coalesce(F("cache_creation_tokens"), 0) + cache_creation_tokens
+    if cache_read_tokens is not None:
+        fields["cache_read_tokens"] = Coalesce(F("cache_read_tokens"), 0) + cache_read_tokens
+    money = DecimalField(max_digits=14, decimal_places=8)
+    fields["cost"] = Coalesce(F("cost"), Value(Decimal(0), output_field=money)) + Value(
+        cost, output_field=money
+    )
+    if prices is not None:
+        fields["prices"] = prices.snapshot()
+    if not Message.objects.filter(pk=reply_id, status=Message.Status.STREAMING).update(**fields):
+        return False
+    record_attempt(
+        user_id=row["conversation__user_id"],
+        model=billed_model,
+        usage=usage,
+        cost=cost,
+        failed=status == Message.Status.ERROR,
+        ttft_ms=ttft_ms,
+    )
+    return True
+
+
+def reply_check_budget(*, reply_id: int, user_id: int, model: str, usage: TokenUsage) -> ReplyFailure | None:
+    """Before a later tool round: why the reply must end now (a budget is used up), or None."""
+    return check_next_round(reply_id=reply_id, user_id=user_id, model=model, usage_so_far=usage)
+
+
+def replies_reap_expired(*, exclude: list[int] | tuple[int, ...] = ()) -> list[int]:
+    """Mark streaming replies whose lease lapsed (their process died) as interrupted, keeping the text.
+    `exclude`: replies this process is generating — alive, whatever their lease says."""
+    now = timezone.now()
+    stale = Q(status=Message.Status.STREAMING) & (
+        Q(lease_expires_at__lt=now) | Q(lease_expires_at__isnull=True)
+    )
+    ids = list(Message.objects.filter(stale).exclude(pk__in=exclude).values_list("pk", flat=True)[:500])
+    if not ids:
+        return []
+    Message.objects.filter(stale, pk__in=ids).update(
+        status=Message.Status.INTERRUPTED,
+        error_code="interrupted",
+        error_message=INTERRUPTED_MESSAGE,
+        finished_at=now,
+        lease_expires_at=None,
+    )
+    return ids
+
+
+areplies_save_batch = background_db(replies_save_batch)
+areply_save_blocks = background_db(reply_save_blocks)
+areply_finish = background_db(reply_finish)
+areplies_reap_expired = background_db(replies_reap_expired)
+areply_check_budget = background_db(reply_check_budget)

@@ -1,0 +1,303 @@
+"""The SSE subscriber of a reply: what any number of tabs, on any server process, read.
+
+It sends the text from the client's offset, then the live tail, with no gap and no duplicate: every
+delta carries its end offset as the event id; a gap in the offsets (the channel layer may drop
+messages) triggers a sync from the producer; the final text always comes from the database, which
+the producer writes before it publishes `end`."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from django.conf import settings
+from django.template.loader import render_to_string
+from django.utils import timezone
+from django.utils.html import format_html
+
+from chat.models import Message
+from chat.streaming import flusher, pubsub, sse
+from chat.streaming.caps import final_renders
+from chat.streaming.db import background_db
+from chat.streaming.store import areplies_reap_expired
+
+TICK = 1.0  # seconds between liveness checks while nothing arrives
+SYNC_PATIENCE = 3.0  # seconds to wait for the producer's sync answer before consulting the database
+DB_CHECK_EVERY = 5.0  # seconds between database checks on a quiet stream
+
+# Why a stream was ended on purpose (pubsub.CLOSE), as the page says it. The reply itself is not stopped.
+ENDED_NOTICES = {
+    "logged_out": "You signed out, so this page stopped following the reply. Sign in again to see it.",
+    "deactivated": "This account was deactivated, so the reply stopped streaming here.",
+    "deleted": "This conversation was deleted.",
+}
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    content: str
+    status: str
+    lease_expired: bool
+    thinking: str = ""
+    finished_at: datetime | None = None
+
+
+@background_db
+def _snapshot(reply_id: int) -> Snapshot | None:
+    row = (
+        Message.objects.filter(pk=reply_id)
+        .values("content", "status", "lease_expires_at", "thinking", "finished_at")
+        .first()
+    )
+    if row is None:
+        return None
+    lease = row["lease_expires_at"]
+    expired = lease is None or lease < timezone.now()
+    return Snapshot(row["content"], row["status"], expired, row["thinking"], row["finished_at"])
+
+
+@background_db
+def _final_html(reply_id: int) -> str | None:
+    message = Message.objects.select_related("conversation").filter(pk=reply_id).first()
+    if message is None:
+        return None
+    return render_to_string("chat/conversation.html#message", {"message": message})
+
+
+def ended_event(reason: str) -> bytes:
+    """The terminal event of a stream ended on purpose: the page shows the notice and closes the source."""
+    notice = ENDED_NOTICES.get(reason, "This page stopped following the reply.")
+    html = format_html('<p class="stream-ended" role="alert" data-reason="{}">{}</p>', reason, notice)
+    return sse.event("ended", html)
+
+
+async def reply_events(
+    reply_id: int,
+    offset: int,
+    *,
+    user_id: int | None = None,
+    session_key: str | None = None,
+    thinking_offset: int = 0,
+    done: int = 0,
+) -> AsyncIterator[bytes]:
+    """The event stream for one subscriber, starting after character `offset` of the answer and character
+    `thinking_offset` of the extended thinking; `done`: the page already shows the rendered Markdown blocks
+    up to that offset. It also ends, with an `ended` event, when its user's or session's streams are ended
+    (logout, deactivation)."""
+    yield sse.OPEN
+    subscription = _Subscription(
+        reply_id,
+        offset,
+        user_id=user_id,
+        session_key=session_key,
+        thinking_offset=thinking_offset,
+        done=done,
+    )
+    async for frame in subscription.run():
+        yield frame
+
+
+class _Subscription:
+    def __init__(
+        self,
+        reply_id: int,
+        offset: int,
+        *,
+        user_id: int | None,
+        session_key: str | None,
+        thinking_offset: int = 0,
+        done: int = 0,
+    ) -> None:
+        self.reply_id = reply_id
+        self.groups = [pubsub.audience_group(reply_id)]
+        if user_id is not None:
+            self.groups.append(pubsub.user_group(user_id))
+        if session_key:
+            self.groups.append(pubsub.session_group(session_key))
+        self.sent = max(0, offset)
+        self.thinking_sent = max(0, thinking_offset)  # extended thinking: its own offset space
+        self.block_end = max(0, min(done, self.sent))  # rendered blocks the page has end here
+        self.inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.sync_asked_at: float | None = None
+        self.checked_at = time.monotonic()
+
+    async def run(self) -> AsyncIterator[bytes]:
+        channel = await pubsub.new_channel()
+        # Subscribe before reading the snapshot, so nothing published in between is missed. If the layer is
+        # down, the reader joins once it is back and then asks for a sync.
+        joined = await pubsub.join(channel, self.groups)
+        reader = asyncio.create_task(self._read(channel, joined))
+        try:
+            snapshot = await _snapshot(self.reply_id)
+            if snapshot is None:
+                return
+            if snapshot.status != Message.Status.STREAMING:
+                async for frame in self._finish(snapshot):
+                    yield frame
+                return
+            await self._ask_sync(channel)
+            async for frame in self._follow(channel):
+                yield frame
+        finally:
+            await pubsub.stop_listening(reader, channel)
+            await pubsub.leave(channel, self.groups)
+
+    async def _read(self, channel: str, joined: bool) -> None:
+        # A dedicated reader task: cancelling a channels_redis receive() loses its buffer, so the
+        # follow loop waits on this queue, never on receive() itself. `listen` outlives quiet spells and
+        # channel-layer failures; after one it yields RESUMED, and the follow loop syncs.
+        async for message in pubsub.listen(channel, self.groups, joined=joined):
+            self.inbox.put_nowait(message)
+
+    async def _ask_sync(self, channel: str) -> None:
+        # If this is lost (layer down, producer busy), `_producer_gone` asks again after SYNC_PATIENCE.
+        self.sync_asked_at = time.monotonic()
+        await pubsub.publish(
+            pubsub.control_group(self.reply_id),
+            {
+                "type": pubsub.SYNC,
+                "reply_to": channel,
+                "offset": self.sent,
+                "thinking_offset": self.thinking_sent,
+                "done": self.block_end,
+            },
+        )
+
+    async def _follow(self, channel: str) -> AsyncIterator[bytes]:
+        keepalive = settings.CHAT_KEEPALIVE_SECONDS
+        last_frame = time.monotonic()
+        while True:
+            try:
+                messages = await self._next_messages()
+            except TimeoutError:
+                now = time.monotonic()
+                if now - last_frame >= keepalive:
+                    last_frame = now
+                    yield sse.HEARTBEAT
+                if await self._producer_gone(now, channel):
+                    messages = [{"type": pubsub.END}]
+                else:
+                    continue
+            frames: list[bytes] = []
+            ended = False
+            for message in messages:
+                if message["type"] == pubsub.CLOSE:
+                    yield b"".join(frames) + ended_event(str(message.get("reason", "")))
+                    return
+                if message["type"] == pubsub.END:
+                    ended = True
+                    break
+                if message["type"] == pubsub.THINKING:
+                    at, thought = int(message["start"]), str(message["text"])
+                    if at > self.thinking_sent:  # a gap in the thinking: ask the producer for it
+                        if self.sync_asked_at is None:
+                            await self._ask_sync(channel)
+                        continue
+                    frames.extend(self._thinking_frames(at, thought))
+                    continue
+                if message["type"] == pubsub.RESUMED:  # the layer was down: anything may have been lost
+                    await self._ask_sync(channel)
+                    continue
+                blocks: list[Any] = []
+                if message["type"] == pubsub.TOOL:
+                    start, text, tools = int(message["offset"]), "", [(message["offset"], message["html"])]
+                elif message["type"] == pubsub.CHUNK:
+                    start, text, tools = int(message["start"]), str(message["text"]), message.get("tools", [])
+                    blocks = message.get("blocks", [])
+                else:
+                    continue
+                if start > self.sent:  # a gap: something was dropped; ask the producer for it
+                    if self.sync_asked_at is None:
+                        await self._ask_sync(channel)
+                    continue
+                self.sync_asked_at = None  # a message that fits: we are contiguous again
+                frames.extend(self._frames(start, text, tools, blocks))
+            if frames:
+                last_frame = time.monotonic()
+                yield b"".join(frames)  # what was already queued goes out in one write
+            if ended:
+                snapshot = await _snapshot(self.reply_id)
+                if snapshot is not None:
+                    async for frame in self._finish(snapshot):
+                        yield frame
+                return
+
+    async def _next_messages(self) -> list[dict[str, Any]]:
+        """Everything queued now, waiting up to TICK for the first one (TimeoutError if none comes)."""
+        if self.inbox.empty():
+            # Wake at least once per heartbeat interval, so heartbeats go out on time when it is short.
+            async with asyncio.timeout(min(TICK, settings.CHAT_KEEPALIVE_SECONDS)):
+                batch = [await self.inbox.get()]
+        else:
+            batch = [self.inbox.get_nowait()]
+        while not self.inbox.empty():
+            batch.append(self.inbox.get_nowait())
+        return batch
+
+    def _frames(
+        self, start: int, text: str, tools: list[tuple[int, str]], blocks: list[Any] | None = None
+    ) -> Iterator[bytes]:
+        """The part of `text` (from offset `start`) the client lacks, with tool boxes and finished Markdown
+        blocks at their offsets. A box is sent whole each time; the page replaces one it already has. A
+        block (HTML for text [a, b), sent once per subscriber) follows the delta that reaches b; the page
+        drops that much of its open text. Event ids stay character offsets of the text sent."""
+        end = start + len(text)
+        markers = [(int(b), 0, html) for _, b, html in blocks or () if int(b) > self.block_end]
+        markers += [(int(at), 1, html) for at, html in tools]
+        for at, kind, html in sorted(markers):
+            if self.sent < at <= end:
+                fresh, self.sent = text[self.sent - start : at - start], at
+                yield sse.text_event("delta", fresh, event_id=self._position())
+            if kind == 0:
+                self.block_end = at
+                yield sse.event("block", html, event_id=self._position())
+            else:
+                yield sse.event("tool", html, event_id=self._position())
+        if end > self.sent:
+            fresh, self.sent = text[self.sent - start :], end
+            yield sse.text_event("delta", fresh, event_id=self._position())
+
+    def _thinking_frames(self, start: int, text: str) -> Iterator[bytes]:
+        """The part of the thinking text (from its offset `start`) the client lacks."""
+        end = start + len(text)
+        if end > self.thinking_sent:
+            fresh, self.thinking_sent = text[self.thinking_sent - start :], end
+            yield sse.text_event("thinking", fresh, event_id=self._position())
+
+    def _position(self) -> str:
+        return sse.stream_position(self.sent, self.thinking_sent)
+
+    async def _producer_gone(self, now: float, channel: str) -> bool:
+        """While waiting: has the reply ended without us hearing `end`, or has its process died?"""
+        sync_overdue = self.sync_asked_at is not None and now - self.sync_asked_at >= SYNC_PATIENCE
+        # Check the database now and then anyway: `end` itself may have been dropped.
+        if not sync_overdue and now - self.checked_at < DB_CHECK_EVERY:
+            return False
+        self.checked_at = now
+        snapshot = await _snapshot(self.reply_id)
+        if snapshot is None or snapshot.status != Message.Status.STREAMING:
+            return True
+        if snapshot.lease_expired and not flusher.is_local(self.reply_id):
+            await areplies_reap_expired(exclude=flusher.local_ids())
+            return True
+        if sync_overdue:
+            await self._ask_sync(channel)  # the producer lives (its lease is fresh): ask again
+        return False
+
+    async def _finish(self, snapshot: Snapshot) -> AsyncIterator[bytes]:
+        """The rest from the database (thinking, then text), then the final rendering."""
+        content = snapshot.content
+        for frame in self._thinking_frames(0, snapshot.thinking):
+            yield frame
+        if len(content) > self.sent:
+            fresh, self.sent = content[self.sent :], len(content)
+            yield sse.text_event("delta", fresh, event_id=self._position())
+        # Every subscriber asks at `end`: render the finished reply once for all of them.
+        key = (self.reply_id, snapshot.finished_at, len(content))
+        final = await final_renders.get(key, lambda: _final_html(self.reply_id))
+        if final is not None:
+            yield sse.event("done", final, event_id=self._position())

@@ -1,0 +1,107 @@
+"""Real services for multi-process tests: a fresh PostgreSQL database, and a private redis-server that a test
+may kill and start again on the same port."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import redis
+
+from tests.support.live_server import free_port
+
+
+def services_or_skip(pg_url: str, redis_url: str | None = None) -> None:
+    """Skip (a failure under CI=true) when PostgreSQL or Redis does not answer."""
+    try:
+        psycopg.connect(pg_url, connect_timeout=3).close()
+    except psycopg.OperationalError as exc:
+        pytest.skip(f"PostgreSQL not reachable at {pg_url}: {exc}")
+    if redis_url is not None:
+        try:
+            redis.Redis.from_url(redis_url, socket_connect_timeout=3).ping()
+        except redis.RedisError as exc:
+            pytest.skip(f"Redis not reachable at {redis_url}: {exc}")
+
+
+@contextlib.contextmanager
+def fresh_database(pg_url: str) -> Iterator[str]:
+    """A new, empty PostgreSQL database beside `pg_url`'s; its URL; dropped afterwards."""
+    name = f"chatsite_mp_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield pg_url.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with psycopg.connect(pg_url, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def db_row(url: str, reply_id: int) -> dict[str, Any]:
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT content, status, error_message FROM chat_message WHERE id = %s", (reply_id,)
+        ).fetchone()
+    assert row is not None
+    return {"content": row[0], "status": row[1], "error_message": row[2]}
+
+
+@dataclass
+class RedisServer:
+    """A private `redis-server` on a free loopback port, with nothing saved to disk: killed and started
+    again, it comes back empty, as a restarted Redis does (groups and queued messages gone)."""
+
+    log_dir: Path
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 10.0) -> RedisServer:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.skip("redis-server not installed (apt-get install -y redis-server)")
+        log = open(self.log_dir / f"redis-{self.port}.log", "ab")
+        self.process = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + timeout
+        client = redis.Redis(port=self.port, socket_connect_timeout=1)
+        while True:
+            try:
+                client.ping()
+                return self
+            except redis.ConnectionError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"redis-server on port {self.port} did not start") from None
+                time.sleep(0.05)
+            finally:
+                client.close()
+
+    def kill(self) -> None:
+        """SIGKILL: Redis vanishes mid-command, as in a crash; its connections are reset."""
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()

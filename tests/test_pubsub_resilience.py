@@ -1,0 +1,149 @@
+"""The channel-layer plumbing that keeps replies alive through Redis trouble: the connection settings, the
+bounded back-off, and `pubsub.listen` across a real Redis restart."""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from channels_redis.core import RedisChannelLayer
+
+from chat.streaming import pubsub
+from tests.support.cluster import RedisServer
+from tests.support.live_server import manage
+
+
+def test_backoff_doubles_up_to_its_cap_and_starts_again_after_a_success() -> None:
+    backoff = pubsub.Backoff(first=0.1, cap=1.0)
+    assert [backoff.next() for _ in range(6)] == [0.1, 0.2, 0.4, 0.8, 1.0, 1.0]
+    for _ in range(5000):  # a long outage: still bounded, and no overflow
+        assert backoff.next() == 1.0
+    backoff.reset()
+    assert backoff.next() == 0.1
+
+
+def test_redis_reads_outlast_the_blocking_pop(tmp_path: Path) -> None:
+    """redis-py 8 reads with a 5 s socket timeout unless told otherwise, and channels_redis blocks 5 s in
+    BZPOPMIN: a quiet channel's receive() then raised TimeoutError. The settings must give reads longer."""
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "REDIS_"))},
+        "REDIS_URL": "redis://127.0.0.1:6379/0",  # never connected to: only the settings are read
+        "DATA_DIR": str(tmp_path),
+    }
+    out = manage(env, "shell", "-c", "from django.conf import settings; print(repr(settings.CHANNEL_LAYERS))")
+    layers: dict[str, Any] = ast.literal_eval(out.strip().splitlines()[-1])
+    config = layers["default"]["CONFIG"]
+    layer = RedisChannelLayer(**config)
+    for host in layer.hosts:
+        pool = layer.create_pool(layer.hosts.index(host))
+        timeout = pool.connection_kwargs.get("socket_timeout", 5)  # redis-py 8's default when unset
+        assert timeout is None or timeout > RedisChannelLayer.brpop_timeout, host
+        assert pool.connection_kwargs.get("socket_keepalive") is True
+
+
+@pytest.fixture
+def restartable_redis(tmp_path: Path, settings: Any) -> Iterator[RedisServer]:
+    """A private Redis as this process's channel layer."""
+    server = RedisServer(tmp_path).start()
+    settings.CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [{"address": server.url, "socket_timeout": 15, "socket_connect_timeout": 2}]},
+        }
+    }
+    yield server
+    server.stop()
+
+
+@pytest.mark.redis
+async def test_listen_receives_again_after_redis_restarts(restartable_redis: RedisServer) -> None:
+    layer = pubsub.layer()
+    channel = await layer.new_channel("test.")
+    assert await pubsub.join(channel, ["listeners"])
+    inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+    async def read() -> None:
+        async for message in pubsub.listen(channel, ["listeners"], backoff=pubsub.Backoff(0.05, 0.5)):
+            inbox.put_nowait(message)
+
+    reader = asyncio.create_task(read())
+    try:
+        assert await pubsub.publish("listeners", {"type": "test.one"})
+        assert (await asyncio.wait_for(inbox.get(), 10))["type"] == "test.one"
+
+        restartable_redis.kill()
+        # Sends fail quietly while Redis is away; the reader keeps trying, it does not die.
+        assert not await pubsub.publish("listeners", {"type": "test.lost"})
+        await asyncio.sleep(0.3)
+        assert not reader.done()
+
+        restartable_redis.start()  # empty: the group membership is gone with the old Redis
+        assert (await asyncio.wait_for(inbox.get(), 10))["type"] == pubsub.RESUMED
+        # Re-joined: a message to the group reaches it again (sends resumed when the reader got back).
+        assert await pubsub.publish("listeners", {"type": "test.two"})
+        assert (await asyncio.wait_for(inbox.get(), 10))["type"] == "test.two"
+    finally:
+        reader.cancel()
+        await asyncio.gather(reader, return_exceptions=True)
+        await layer.flush()
+
+
+@pytest.mark.redis
+async def test_a_process_receiving_on_two_channels_starves_neither(restartable_redis: RedisServer) -> None:
+    """A process that generates a reply (control channel) and streams one (subscriber channel) receives on
+    both at once. channels_redis lets one receive() block on Redis at a time: both channels must live in the
+    key it blocks on, or the other one gets nothing until the blocked one receives."""
+    layer = pubsub.layer()
+    control, inbox = await pubsub.new_channel(), await pubsub.new_channel()
+    blocked = asyncio.create_task(layer.receive(control))  # nothing comes for it
+    await asyncio.sleep(0.2)  # it now holds the process's receive lock, blocked in Redis
+    reader = asyncio.create_task(layer.receive(inbox))
+    try:
+        await layer.send(inbox, {"type": "test.chunk"})
+        done, _ = await asyncio.wait({reader}, timeout=10)  # bounded, and never cancels a receive early
+        assert reader in done, "the second channel starved while the first one blocked"
+        assert reader.result()["type"] == "test.chunk"
+        assert not blocked.done()
+    finally:
+        for task in (blocked, reader):
+            task.cancel()
+        await asyncio.gather(blocked, reader, return_exceptions=True)
+        await layer.flush()
+
+
+@pytest.mark.redis
+async def test_stop_listening_ends_a_receive_loop_without_cancelling_it(
+    restartable_redis: RedisServer,
+) -> None:
+    """A producer ends its control loop, and a stream its reader, by sending EXIT to their own channel: the
+    receive returns normally. Cancelling a receive blocked in Redis was seen to be absorbed (the task stayed
+    'cancelling' inside channels_redis) and loses the channel's buffer."""
+    layer = pubsub.layer()
+    channel, other = await pubsub.new_channel(), await pubsub.new_channel()
+    seen: list[str] = []
+
+    async def loop() -> None:
+        async for message in pubsub.listen(channel, []):
+            seen.append(message["type"])
+
+    looping = asyncio.create_task(loop())
+    neighbour = asyncio.create_task(layer.receive(other))  # another receiver in the same process
+    try:
+        await asyncio.sleep(0.2)
+        await layer.send(channel, {"type": "test.before"})
+        await pubsub.stop_listening(looping, channel)
+        assert looping.done() and not looping.cancelled() and looping.exception() is None
+        assert seen == ["test.before"]  # what came before EXIT was delivered; EXIT itself is not
+        await layer.send(other, {"type": "test.after"})
+        done, _ = await asyncio.wait({neighbour}, timeout=10)
+        assert neighbour in done and neighbour.result()["type"] == "test.after"
+    finally:
+        for task in (looping, neighbour):
+            task.cancel()
+        await asyncio.gather(looping, neighbour, return_exceptions=True)
+        await layer.flush()
