@@ -144,8 +144,9 @@ async def message_edit(request: HtmxHttpRequest, pk: int, message_pk: int) -> Ht
         return await sync_to_async(_error)(request, error)
     except OperationalError:
         return await sync_to_async(_error)(request, DATABASE_BUSY, status=503)
+    response = await _message_list(request, pk)  # before the reply starts: see message_retry
     start_reply(sent.reply.pk)
-    return await _message_list(request, pk)
+    return response
 
 
 @login_required
@@ -337,9 +338,13 @@ async def message_retry(request: HtmxHttpRequest, pk: int, message_pk: int) -> H
         reply = await services.amessage_retry(reply=message)
     except ValidationError as error:
         return await sync_to_async(_error)(request, error, status=409)
-    start_reply(reply.pk)
     if answered_later:  # what followed the old reply leaves the page with it
-        return retarget(reswap(await _message_list(request, pk), "outerHTML"), "#messages")
+        # Rendered before the reply starts, as the other answers are: a fast reply could otherwise be over
+        # before the list is read, and the page would get no stream to follow (the text is the same).
+        response = retarget(reswap(await _message_list(request, pk), "outerHTML"), "#messages")
+        start_reply(reply.pk)
+        return response
+    start_reply(reply.pk)
     return await _reply_fragment(request, reply)
 
 
