@@ -6,13 +6,15 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 
-from asgiref.sync import iscoroutinefunction
+from asgiref.sync import iscoroutinefunction, sync_to_async
 from django.contrib.auth import SESSION_KEY
 from django.http import HttpRequest
 from django.http.response import HttpResponseBase
 from django.utils.cache import patch_cache_control
 from django.utils.decorators import sync_and_async_middleware
 from django.utils.deprecation import MiddlewareMixin
+
+from chat.middleware_inline import InlineHooks
 
 # The session's expiry is renewed when it was last renewed this long ago or more: one session write a minute
 # at most, not one per request. So a session ends between SESSION_IDLE_MINUTES - 1 and SESSION_IDLE_MINUTES
@@ -27,7 +29,7 @@ AsyncHandler = Callable[[HttpRequest], Awaitable[HttpResponseBase]]
 @sync_and_async_middleware
 def private_no_store(get_response: Handler | AsyncHandler) -> Handler | AsyncHandler:
     """`Cache-Control: private, no-store` on every page, stream and export (static files never get here:
-    WhiteNoise answers them first). Pages hold a user's conversations or a CSRF token; no proxy or
+    ServeStatic answers them first). Pages hold a user's conversations or a CSRF token; no proxy or
     browser cache may keep them. A response whose view chose a private policy itself keeps it (an
     attachment's file: private, cached an hour by that user's browser only)."""
     if iscoroutinefunction(get_response):
@@ -52,10 +54,19 @@ def _private_no_store(response: HttpResponseBase) -> None:
         patch_cache_control(response, private=True, no_store=True)
 
 
-class SessionIdleRenewalMiddleware(MiddlewareMixin):
+class SessionIdleRenewalMiddleware(InlineHooks, MiddlewareMixin):
     """Sessions expire SESSION_COOKIE_AGE (= SESSION_IDLE_MINUTES) after they were last saved; Django checks
     that expiry on every request. A signed-in request renews it by saving the session, at most once a
-    minute. Event streams never do: they hold no database connection while they stream."""
+    minute. Event streams never do: they hold no database connection while they stream.
+
+    Under ASGI the check runs on the event loop when the request loaded its session already (every signed-in
+    view does); only an unloaded session is read in the request's thread. SessionMiddleware saves it."""
+
+    async def aprocess_response(self, request: HttpRequest, response: HttpResponseBase) -> HttpResponseBase:
+        session = getattr(request, "session", None)
+        if session is None or response.streaming or hasattr(session, "_session_cache"):
+            return self.process_response(request, response)
+        return await sync_to_async(self.process_response)(request, response)
 
     def process_response(self, request: HttpRequest, response: HttpResponseBase) -> HttpResponseBase:
         session = getattr(request, "session", None)

@@ -1,16 +1,16 @@
-"""ASGI entry point: channels' ProtocolTypeRouter in front of Django's async handler; under daphne, a drain of
-the running replies before the process exits."""
+"""ASGI entry point: channels' ProtocolTypeRouter in front of Django's async handler (minus its thread per
+request: chat/handlers.py); under daphne, a drain of the running replies before the process exits."""
 
 import asyncio
 import os
 import sys
 from typing import Any
 
-from django.core.asgi import get_asgi_application
-
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
 
-# Django must be set up before anything imports models.
+# Django must be set up before anything imports models (chat.handlers' own imports do not).
+from chat.handlers import get_asgi_application
+
 django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter  # noqa: E402

@@ -36,7 +36,7 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
-    "whitenoise.runserver_nostatic",
+    "servestatic",  # before staticfiles: `runserver` leaves static files to its middleware
     "django.contrib.staticfiles",
     "channels",
     "django_htmx",
@@ -48,14 +48,17 @@ INSTALLED_APPS = [
     "usage",
 ]
 
-# All middleware here is async-capable, so nothing forces the streaming views through a thread.
+# All middleware here is async-capable, so nothing forces the streaming views through a thread. Under ASGI,
+# chat.handlers loads Django's MiddlewareMixin classes below as subclasses whose hooks run on the event loop
+# (chat/middleware_inline.py): the names here stay Django's, for `check --deploy`.
 # No GZipMiddleware: it would compress (and so buffer/mangle) the event streams.
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "django_permissions_policy.PermissionsPolicyMiddleware",
     "csp.middleware.CSPMiddleware",
-    "whitenoise.middleware.WhiteNoiseMiddleware",
-    # Below WhiteNoise, so static files keep their long cache lifetime; every page and stream is private.
+    # ServeStatic: WhiteNoise's async-native fork (WhiteNoise is sync-only: it put every request in a thread).
+    "servestatic.middleware.ServeStaticMiddleware",
+    # Below ServeStatic, so static files keep their long cache lifetime; every page and stream is private.
     "chat.middleware.private_no_store",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "chat.middleware.SessionIdleRenewalMiddleware",
@@ -234,7 +237,7 @@ STORAGES: dict[str, dict[str, Any]] = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {
         "BACKEND": (
-            "whitenoise.storage.CompressedManifestStaticFilesStorage"
+            "servestatic.storage.CompressedManifestStaticFilesStorage"
             if not DEBUG
             else "django.contrib.staticfiles.storage.StaticFilesStorage"
         )
