@@ -17,8 +17,8 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import secrets
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from typing import Any
 
@@ -32,10 +32,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from chat.streaming import METRICS_REGISTRY, is_draining
 from chat.throttling import client_ip
 
-# The readiness query's own thread: a database that hangs holds this one thread, never a request's or the
-# engine's (with SQLite the engine has a single database thread). Later probes queue behind it and time
-# out, so readiness stays 503 while the database hangs.
-_readiness_db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="readyz-db")
+# The database check in flight, shared by every probe that comes meanwhile (single flight).
+_database_check: asyncio.Future[None] | None = None
 
 
 @require_GET
@@ -81,7 +79,36 @@ def _select_one() -> None:
 
 
 async def _database() -> None:
-    await asyncio.get_running_loop().run_in_executor(_readiness_db, _select_one)
+    """`SELECT 1` on a fresh connection, in its own daemon thread: a database that hangs holds that thread,
+    never a request's or the engine's (with SQLite the engine has one database thread), and never delays
+    the process's exit. One check at a time: probes arriving while one hangs wait for it (and time out),
+    so a hung database costs one thread, not one per probe."""
+    global _database_check
+    loop = asyncio.get_running_loop()
+    check = _database_check
+    if check is None or check.done() or check.get_loop() is not loop:
+        check = _database_check = loop.create_future()
+
+        def run() -> None:
+            try:
+                _select_one()
+            except BaseException as error:
+                loop.call_soon_threadsafe(_settle, check, error)
+            else:
+                loop.call_soon_threadsafe(_settle, check, None)
+
+        threading.Thread(target=run, name="readyz-db", daemon=True).start()
+    await asyncio.shield(check)
+
+
+def _settle(check: asyncio.Future[None], error: BaseException | None) -> None:
+    if check.done():
+        return
+    if error is None:
+        check.set_result(None)
+    else:
+        check.set_exception(error)
+        check.exception()  # retrieved: probes that timed out meanwhile no longer await it
 
 
 async def _channel_layer_round_trip() -> None:

@@ -78,7 +78,11 @@ async def test_past_the_bound_a_new_reply_is_refused_at_once_and_nothing_is_save
         for stream in streams:  # both are generating: their first delta has arrived
             assert (await stream.next_event()).data == "Held "
         assert admission.active() == 2
-        before, requests_before, refusals_before = await counts(), len(upstream.requests), admission.refusals()
+        before, requests_before, refusals_before = (
+            await counts(),
+            len(upstream.requests),
+            admission.refusals(),
+        )
 
         # Every path that starts a reply is refused, before any of its database work.
         refused = [
