@@ -185,8 +185,8 @@ async def test_metrics_count_what_happened(
 
     assert grew("chat_replies_total", status="complete") == 1
     assert grew("chat_upstream_deltas_total") == 2
-    assert grew("chat_deltas_sent_total", kind="text") >= 2  # "Hel", "lo" (and none twice)
-    assert grew("chat_delta_chars_sent_total", kind="text") == len("Hello")
+    assert grew("chat_deltas_sent_total", kind="text") >= 2  # "Hel", "lo" (a final catch-up may add one)
+    assert grew("chat_delta_chars_sent_total", kind="text") == len("Hello")  # no character sent twice
     assert grew("chat_first_token_seconds_count", part="upstream") == 1
     assert grew("chat_first_token_seconds_count", part="added") == 1
     assert value(after, "chat_active_subscribers") == value(before, "chat_active_subscribers")

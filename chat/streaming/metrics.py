@@ -149,7 +149,8 @@ def forget(reply_id: int) -> None:
 
 
 def reply_ended(status: str | None) -> None:
-    replies[status or "gone"] += 1
+    """A reply's generation ended with final `status` (None: gone, nothing saved)."""
+    replies[str(status) if status else "gone"] += 1
 
 
 def upstream_error(kind: str) -> None:
