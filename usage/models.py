@@ -71,6 +71,7 @@ class Budget(models.Model):
     pooled = models.BooleanField(
         "shared by the group",
         default=False,
+        db_default=False,  # rows written outside the ORM (SQL, older code mid-deploy) are per member
         help_text="Group budgets only: the members' spend counts together (a team budget). Unticked, each "
         "member has this budget for themselves.",
     )
