@@ -37,6 +37,7 @@ from bench.common import TOKEN_RE, make_key_text, percentile, raise_nofile_limit
 
 SSE_CONNECT_RE = re.compile(r'sse-connect="([^"]+)"')
 REPLY_ID_RE = re.compile(r"/m/(\d+)/stream/")
+WARMUP_DELTAS = 3  # the warm-up stream (index -1) before a level's streams: not counted in the level
 CSRF = "b" * 32  # any well-formed secret: Django only checks that cookie and header agree
 
 
@@ -130,7 +131,8 @@ async def _read_sse(resp: aiohttp.ClientResponse) -> list[tuple[float, bytes]]:
 
 async def one_http(cfg: Config, session: aiohttp.ClientSession, index: int) -> StreamResult:
     key = f"{cfg.run_id}-{index}"
-    text = make_key_text(key, cfg.deltas if index >= 0 else 3, cfg.rate, cfg.ttft)
+    expected = cfg.deltas if index >= 0 else WARMUP_DELTAS
+    text = make_key_text(key, expected, cfg.rate, cfg.ttft)
     result = StreamResult(key=key)
     await asyncio.sleep(cfg.ramp * max(0, index) / max(1, cfg.n))
     # Round-robin per request (no sticky routing): the POST on process i, the stream from process i+1.
@@ -179,7 +181,7 @@ async def one_http(cfg: Config, session: aiohttp.ClientSession, index: int) -> S
         result.error = f"{type(exc).__name__}: {exc}"[:200]
         return result
     pieces, result.done = parse_sse(chunks)
-    analyse(result, t0, pieces, cfg.deltas)
+    analyse(result, t0, pieces, expected)
     if not result.done and not result.error:
         result.error = "no done event"
     result.ok = not result.error
@@ -188,7 +190,8 @@ async def one_http(cfg: Config, session: aiohttp.ClientSession, index: int) -> S
 
 async def one_sdk(cfg: Config, client: Any, index: int) -> StreamResult:
     key = f"{cfg.run_id}-{index}"
-    text = make_key_text(key, cfg.deltas if index >= 0 else 3, cfg.rate, cfg.ttft)
+    expected = cfg.deltas if index >= 0 else WARMUP_DELTAS
+    text = make_key_text(key, expected, cfg.rate, cfg.ttft)
     result = StreamResult(key=key)
     await asyncio.sleep(cfg.ramp * max(0, index) / max(1, cfg.n))
     pieces: list[tuple[float, str]] = []
@@ -209,7 +212,7 @@ async def one_sdk(cfg: Config, client: Any, index: int) -> StreamResult:
     except Exception as exc:
         result.error = f"{type(exc).__name__}: {exc}"[:200]
         return result
-    analyse(result, t0, pieces, cfg.deltas)
+    analyse(result, t0, pieces, expected)
     if not result.done and not result.error:
         result.error = "no end_turn"
     result.ok = not result.error
@@ -233,7 +236,7 @@ async def run_load(cfg: Config) -> dict[str, Any]:
             ),
         )
         async with client:
-            warm = await one_sdk(cfg, client, -1)  # warm-up (index -1: 3 deltas, not counted): SDK set-up
+            warm = await one_sdk(cfg, client, -1)  # warm-up (index -1, not counted): SDK set-up
             cpu0, wall0 = time.process_time(), time.monotonic()
             results = await asyncio.gather(*(one_sdk(cfg, client, i) for i in range(cfg.n)))
     else:
@@ -242,7 +245,7 @@ async def run_load(cfg: Config) -> dict[str, Any]:
         async with aiohttp.ClientSession(
             connector=connector, timeout=timeout, cookie_jar=aiohttp.DummyCookieJar()
         ) as session:
-            warm = await one_http(cfg, session, -1)  # warm-up (index -1: 3 deltas, not counted)
+            warm = await one_http(cfg, session, -1)  # warm-up (index -1, not counted)
             cpu0, wall0 = time.process_time(), time.monotonic()
             results = await asyncio.gather(*(one_http(cfg, session, i) for i in range(cfg.n)))
     cpu = time.process_time() - cpu0
@@ -266,6 +269,7 @@ async def run_load(cfg: Config) -> dict[str, Any]:
         "errors": sum(not r.ok and not r.refused for r in results),
         "refused": sum(r.refused for r in results),
         "delta_events": sum(r.events for r in results),
+        "delta_chars": sum(r.chars for r in results),
         # The warm-up stream ran on the server too (before the level's streams): /metrics counts it.
         "warmup": {"ok": warm.ok, "deltas": warm.deltas, "events": warm.events, "chars": warm.chars},
         "timeouts": sum(r.timeout for r in results),

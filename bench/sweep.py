@@ -54,18 +54,19 @@ UNBOUNDED = "1000000"
 
 # /metrics cross-check: after each level the sweep scrapes every server process's /metrics (Prometheus text
 # format, `Authorization: Bearer $METRICS_TOKEN`) before and after the load and compares the counters' growth,
-# summed over the processes, with its own counts. Adjust the names here if the app's change.
-#   bench count -> (sample name, labels the sample must carry)
+# summed over the processes, with its own counts. The names are the app's (chat/streaming/metrics.py); adjust
+# them here if those change.   bench count -> (sample name, labels the sample must carry)
 METRICS: dict[str, tuple[str, dict[str, str]]] = {
     # replies the DB check found saved `complete` (+ the load client's warm-up reply)
     "replies_complete": ("chat_replies_total", {"status": "complete"}),
-    # text deltas the clients received (+ the warm-up's); compared only when the level had no errors
-    "upstream_deltas": ("chat_upstream_deltas_total", {}),
-    # SSE `delta` events the clients received (+ the warm-up's); compared only when the level had no errors
-    "delta_events": ("chat_delta_events_sent_total", {}),
+    # the next three: what the clients received (+ the warm-up's); compared when the level had no errors
+    "upstream_deltas": ("chat_upstream_deltas_total", {}),  # text deltas (each carries one "w<i>@" token)
+    "delta_events": ("chat_deltas_sent_total", {"kind": "text"}),  # SSE `delta` events
+    "delta_chars": ("chat_delta_chars_sent_total", {"kind": "text"}),  # their characters (unescaped)
     # starts answered 503 + Retry-After
     "refused": ("chat_admission_refusals_total", {}),
 }
+
 # Variables of the caller's environment that must never reach the bench processes (e.g. the test suite's
 # DATABASE_URL points at the `test` database, which the bench must not touch).
 SCRUB = (
@@ -678,6 +679,7 @@ class Sweep:
             "replies_complete": (row.saved_complete or 0) + int(warm["ok"]),
             "upstream_deltas": summary["deltas_received"] + warm["deltas"] if clean else None,
             "delta_events": summary["delta_events"] + warm["events"] if clean else None,
+            "delta_chars": summary["delta_chars"] + warm["chars"] if clean else None,
             "refused": row.refused,
         }
         verdict = "n/a"
