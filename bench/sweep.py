@@ -539,7 +539,9 @@ class Sweep:
     def load(
         self, target: str, url: str, n: int, deltas: int, rate: float, ramp: float, tag: str, timeout: float
     ) -> dict[str, Any]:
-        out = self.work / f"load-{tag}.json"
+        # Kept with the results: each stream's outcome (error, deltas, TTFT) for a closer look at a bad level.
+        out = self.opts.out / "loads" / f"load-{tag}.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
         cmd = [
             sys.executable,
             "-m",
