@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
         samples: list[float] = []
         try:
             sweep.start()
-            _, url = sweep.server("ours")
+            url = sweep.server("ours").urls[0]
             for run in range(args.runs + 1):  # run 0 warms up imports, templates and pools: not counted
                 summary = sweep.load("ours", url, 1, 1, 100.0, 0.0, f"first-token-{run}", timeout=120)
                 first = summary["latency_ms"]["p50"]

@@ -1,8 +1,12 @@
 """The load client: N concurrent streams against one target, in its own process (asyncio + aiohttp).
 
 Targets:
-- ``ours`` (also used for ``uvicorn``): POST ``/c/start/`` as a logged-in user (htmx headers, CSRF), read the
-  ``sse-connect`` URL from the fragment, GET it and read the SSE stream to ``event: done``;
+- ``ours`` (also for ``uvicorn``, ``scaled`` and ``bounded``): POST ``/c/start/`` as a logged-in user (htmx
+  headers, CSRF), read the ``sse-connect`` URL from the fragment, GET it and read the SSE stream to
+  ``event: done``. With several base URLs (``scaled``: one per server process) the client round-robins per
+  request, with no sticky routing: stream i POSTs to process i and GETs its stream from process i+1, so every
+  stream is served across processes through the channel layer. A start answered 503 with ``Retry-After``
+  (admission control) counts as *refused*, not as an error;
 - ``relay``: GET ``/stream?key=...`` on the raw ASGI relay;
 - ``sdk``: ``AsyncAnthropic().messages.stream`` straight against the upstream (no web tier: the floor).
 
@@ -33,6 +37,7 @@ from bench.common import TOKEN_RE, make_key_text, percentile, raise_nofile_limit
 
 SSE_CONNECT_RE = re.compile(r'sse-connect="([^"]+)"')
 REPLY_ID_RE = re.compile(r"/m/(\d+)/stream/")
+WARMUP_DELTAS = 3  # the warm-up stream (index -1) before a level's streams: not counted in the level
 CSRF = "b" * 32  # any well-formed secret: Django only checks that cookie and header agree
 
 
@@ -42,8 +47,10 @@ class StreamResult:
     ok: bool = False
     error: str = ""
     timeout: bool = False
+    refused: bool = False  # the start was answered 503 + Retry-After (admission control): not an error
     done: bool = False
     deltas: int = 0
+    events: int = 0  # SSE `delta` events received (the app may coalesce several deltas into one event)
     chars: int = 0
     sha256: str = ""
     reply_id: int | None = None
@@ -54,7 +61,7 @@ class StreamResult:
 @dataclass(frozen=True)
 class Config:
     target: str
-    base_url: str
+    base_urls: list[str]  # one per server process; requests round-robin over them
     n: int
     deltas: int
     rate: float
@@ -99,6 +106,7 @@ def analyse(result: StreamResult, t0: float, pieces: list[tuple[float, str]], ex
         pos += len(text)
         ends.append(pos)
     result.chars = len(full)
+    result.events = len(pieces)
     result.sha256 = hashlib.sha256(full.encode()).hexdigest()
     count = 0
     for match in TOKEN_RE.finditer(full):
@@ -123,24 +131,32 @@ async def _read_sse(resp: aiohttp.ClientResponse) -> list[tuple[float, bytes]]:
 
 async def one_http(cfg: Config, session: aiohttp.ClientSession, index: int) -> StreamResult:
     key = f"{cfg.run_id}-{index}"
-    text = make_key_text(key, cfg.deltas if index >= 0 else 3, cfg.rate, cfg.ttft)
+    expected = cfg.deltas if index >= 0 else WARMUP_DELTAS
+    text = make_key_text(key, expected, cfg.rate, cfg.ttft)
     result = StreamResult(key=key)
     await asyncio.sleep(cfg.ramp * max(0, index) / max(1, cfg.n))
+    # Round-robin per request (no sticky routing): the POST on process i, the stream from process i+1.
+    slot = max(0, index)
+    post_base = cfg.base_urls[slot % len(cfg.base_urls)]
+    stream_base = cfg.base_urls[(slot + 1) % len(cfg.base_urls)]
     t0 = time.time()
     try:
         async with asyncio.timeout(cfg.ttft + cfg.deltas / cfg.rate + cfg.grace):
             if cfg.target == "relay":
-                url = f"{cfg.base_url}/stream?key={quote(text)}"
+                url = f"{stream_base}/stream?key={quote(text)}"
                 headers: dict[str, str] = {}
             else:
                 sessionid = cfg.sessions[index % len(cfg.sessions)]
                 headers = {"Cookie": f"sessionid={sessionid}; csrftoken={CSRF}"}
                 async with session.post(
-                    f"{cfg.base_url}/c/start/",
+                    f"{post_base}/c/start/",
                     data={"text": text},
                     headers={**headers, "HX-Request": "true", "X-CSRFToken": CSRF},
                 ) as resp:
                     body = await resp.text()
+                    if resp.status == 503 and "Retry-After" in resp.headers:
+                        result.refused = True  # admission control said "busy, come back later"
+                        return result
                     if resp.status != 200:
                         result.error = f"start HTTP {resp.status}"
                         return result
@@ -151,7 +167,7 @@ async def one_http(cfg: Config, session: aiohttp.ClientSession, index: int) -> S
                 path = html.unescape(found[1])
                 reply = REPLY_ID_RE.search(path)
                 result.reply_id = int(reply[1]) if reply else None
-                url = f"{cfg.base_url}{path}"
+                url = f"{stream_base}{path}"
             async with session.get(url, headers=headers) as resp:
                 if resp.status != 200:
                     result.error = f"stream HTTP {resp.status}"
@@ -165,7 +181,7 @@ async def one_http(cfg: Config, session: aiohttp.ClientSession, index: int) -> S
         result.error = f"{type(exc).__name__}: {exc}"[:200]
         return result
     pieces, result.done = parse_sse(chunks)
-    analyse(result, t0, pieces, cfg.deltas)
+    analyse(result, t0, pieces, expected)
     if not result.done and not result.error:
         result.error = "no done event"
     result.ok = not result.error
@@ -174,7 +190,8 @@ async def one_http(cfg: Config, session: aiohttp.ClientSession, index: int) -> S
 
 async def one_sdk(cfg: Config, client: Any, index: int) -> StreamResult:
     key = f"{cfg.run_id}-{index}"
-    text = make_key_text(key, cfg.deltas if index >= 0 else 3, cfg.rate, cfg.ttft)
+    expected = cfg.deltas if index >= 0 else WARMUP_DELTAS
+    text = make_key_text(key, expected, cfg.rate, cfg.ttft)
     result = StreamResult(key=key)
     await asyncio.sleep(cfg.ramp * max(0, index) / max(1, cfg.n))
     pieces: list[tuple[float, str]] = []
@@ -195,7 +212,7 @@ async def one_sdk(cfg: Config, client: Any, index: int) -> StreamResult:
     except Exception as exc:
         result.error = f"{type(exc).__name__}: {exc}"[:200]
         return result
-    analyse(result, t0, pieces, cfg.deltas)
+    analyse(result, t0, pieces, expected)
     if not result.done and not result.error:
         result.error = "no end_turn"
     result.ok = not result.error
@@ -211,7 +228,7 @@ async def run_load(cfg: Config) -> dict[str, Any]:
 
         client = anthropic.AsyncAnthropic(
             api_key="bench",
-            base_url=cfg.base_url,
+            base_url=cfg.base_urls[0],
             max_retries=0,
             timeout=anthropic.Timeout(60.0, connect=10.0),
             http_client=anthropic.DefaultAsyncHttpxClient(
@@ -219,7 +236,7 @@ async def run_load(cfg: Config) -> dict[str, Any]:
             ),
         )
         async with client:
-            await one_sdk(cfg, client, -1)  # warm-up (index -1: 3 deltas, not counted): lazy SDK set-up
+            warm = await one_sdk(cfg, client, -1)  # warm-up (index -1, not counted): SDK set-up
             cpu0, wall0 = time.process_time(), time.monotonic()
             results = await asyncio.gather(*(one_sdk(cfg, client, i) for i in range(cfg.n)))
     else:
@@ -228,7 +245,7 @@ async def run_load(cfg: Config) -> dict[str, Any]:
         async with aiohttp.ClientSession(
             connector=connector, timeout=timeout, cookie_jar=aiohttp.DummyCookieJar()
         ) as session:
-            await one_http(cfg, session, -1)  # warm-up (index -1: 3 deltas, not counted)
+            warm = await one_http(cfg, session, -1)  # warm-up (index -1, not counted)
             cpu0, wall0 = time.process_time(), time.monotonic()
             results = await asyncio.gather(*(one_http(cfg, session, i) for i in range(cfg.n)))
     cpu = time.process_time() - cpu0
@@ -249,7 +266,12 @@ async def run_load(cfg: Config) -> dict[str, Any]:
         | {"max": latencies[-1] if latencies else None},
         "ttft_added_ms": {q: percentile(ttfts, float(q[1:])) for q in ("p50", "p95", "p99")},
         "ok": sum(r.ok for r in results),
-        "errors": sum(not r.ok for r in results),
+        "errors": sum(not r.ok and not r.refused for r in results),
+        "refused": sum(r.refused for r in results),
+        "delta_events": sum(r.events for r in results),
+        "delta_chars": sum(r.chars for r in results),
+        # The warm-up stream ran on the server too (before the level's streams): /metrics counts it.
+        "warmup": {"ok": warm.ok, "deltas": warm.deltas, "events": warm.events, "chars": warm.chars},
         "timeouts": sum(r.timeout for r in results),
         "error_kinds": sorted({r.error.split(":")[0] for r in results if r.error}),
         "client_cpu_s": cpu,
@@ -262,7 +284,11 @@ async def run_load(cfg: Config) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.load", description=__doc__.split("\n")[0])
     parser.add_argument("--target", choices=["ours", "relay", "sdk"], required=True)
-    parser.add_argument("--base-url", required=True, help="the server (ours, relay) or the upstream (sdk)")
+    parser.add_argument(
+        "--base-url",
+        required=True,
+        help="the server (ours, relay) or the upstream (sdk); comma-separated: one per server process",
+    )
     parser.add_argument("--n", type=int, required=True)
     parser.add_argument("--deltas", type=int, default=600)
     parser.add_argument("--rate", type=float, default=30.0)
@@ -281,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--sessions is required for target ours")
     cfg = Config(
         args.target,
-        args.base_url.rstrip("/"),
+        [url.rstrip("/") for url in args.base_url.split(",") if url],
         args.n,
         args.deltas,
         args.rate,

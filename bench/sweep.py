@@ -4,7 +4,9 @@
     python -m bench.sweep --smoke               # seconds: N=1,2, 20-delta replies at 100/s, all targets
 
 Targets: ``sdk`` (AsyncAnthropic straight at the upstream, no web tier: the floor), ``relay`` (raw-ASGI relay,
-``bench/relay_asgi.py``, under daphne), ``ours`` (the app under daphne), ``uvicorn`` (the app under uvicorn).
+``bench/relay_asgi.py``, under daphne), ``ours`` (the app under daphne), ``uvicorn`` (the app under uvicorn);
+``--redis [--processes P]`` adds ``scaled`` (P daphne processes on Redis, no sticky routing) and
+``--admission K`` adds ``bounded`` (the app with ``CHAT_MAX_ACTIVE_REPLIES=K``).
 Results (Markdown table, JSON, PNG plot) go to ``bench/results/<timestamp>/``; the table is also printed.
 """
 
@@ -15,6 +17,8 @@ import contextlib
 import datetime as dt
 import json
 import os
+import re
+import secrets
 import shutil
 import signal
 import subprocess
@@ -22,6 +26,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -31,11 +36,37 @@ from typing import Any
 import psutil
 
 from bench import report
-from bench.common import free_port, raise_nofile_limit, wait_for_file, write_atomic
+from bench.common import free_ports, raise_nofile_limit, wait_for_file, write_atomic
 
 ROOT = Path(__file__).resolve().parent.parent
-TARGETS = ("sdk", "relay", "ours", "uvicorn")
+TARGETS = ("sdk", "relay", "ours", "uvicorn")  # chosen with --targets
+# Added by flags: `scaled` (--redis, --processes P) and `bounded` (--admission K). Both run the app.
+ALL_TARGETS = (*TARGETS, "scaled", "bounded")
+APP_TARGETS = ("ours", "uvicorn", "scaled", "bounded")
 DEFAULT_LEVELS = (1, 10, 50, 100, 250, 500, 1000)
+# The default levels go on doubling past the last one while the relay still holds it, so that "streams held"
+# compares against the relay's real limit (not against the largest level run); this far at most (file
+# descriptors: ~3 per stream in the server, hard limit permitting).
+MAX_LEVEL = 5000
+# An app target other than `bounded` must never be refused by admission control (issue 15's
+# CHAT_MAX_ACTIVE_REPLIES has a finite default): what it measures is the process unbounded.
+UNBOUNDED = "1000000"
+
+# /metrics cross-check: after each level the sweep scrapes every server process's /metrics (Prometheus text
+# format, `Authorization: Bearer $METRICS_TOKEN`) before and after the load and compares the counters' growth,
+# summed over the processes, with its own counts. The names are the app's (chat/streaming/metrics.py); adjust
+# them here if those change.   bench count -> (sample name, labels the sample must carry)
+METRICS: dict[str, tuple[str, dict[str, str]]] = {
+    # replies the DB check found saved `complete` (+ the load client's warm-up reply)
+    "replies_complete": ("chat_replies_total", {"status": "complete"}),
+    # the next three: what the clients received (+ the warm-up's); compared when the level had no errors
+    "upstream_deltas": ("chat_upstream_deltas_total", {}),  # text deltas (each carries one "w<i>@" token)
+    "delta_events": ("chat_deltas_sent_total", {"kind": "text"}),  # SSE `delta` events
+    "delta_chars": ("chat_delta_chars_sent_total", {"kind": "text"}),  # their characters (unescaped)
+    # starts answered 503 + Retry-After
+    "refused": ("chat_admission_refusals_total", {}),
+}
+
 # Variables of the caller's environment that must never reach the bench processes (e.g. the test suite's
 # DATABASE_URL points at the `test` database, which the bench must not touch).
 SCRUB = (
@@ -65,6 +96,10 @@ class Options:
     error_limit: float
     smoke: bool
     profile: list[int] = field(default_factory=list)  # levels at which to record the server with py-spy
+    processes: int = 1  # server processes of `scaled`
+    redis: bool = False  # run `scaled`: the app on a private redis-server (channel layer, rate limits)
+    admission: int | None = None  # run `bounded`: the app with CHAT_MAX_ACTIVE_REPLIES=admission
+    extend: bool = False  # default levels: go on doubling past the last while the relay holds
 
 
 @dataclass
@@ -74,6 +109,8 @@ class Row:
     ok: int = 0
     errors: int = 0
     timeouts: int = 0
+    refused: int = 0  # starts answered 503 + Retry-After (admission control): not errors
+    processes: int = 1
     error_kinds: list[str] = field(default_factory=list)
     lat_p50: float | None = None
     lat_p95: float | None = None
@@ -85,7 +122,9 @@ class Row:
     deltas_received: int = 0
     exact: int = 0  # streams whose received text == the upstream's (and, for the app, whose saved text too)
     saved_exact: int | None = None
-    server_cpu_us_per_delta: float | None = None
+    saved_complete: int | None = None  # replies the DB check found with status `complete`
+    server_cpu_us_per_delta: float | None = None  # summed over the target's server processes
+    redis_cpu_us_per_delta: float | None = None  # the private redis-server's (target `scaled`)
     rss_idle_mb: float | None = None
     rss_peak_mb: float | None = None
     rss_per_stream_kb: float | None = None
@@ -97,6 +136,7 @@ class Row:
     upstream_cpu_pct: float | None = None
     client_cpu_pct: float | None = None
     loadavg_1m: float | None = None  # the machine's load at the end of the level (other work shows here)
+    metrics: str = "n/a"  # /metrics cross-check: "ok", "mismatch (...)" or "n/a (...)"
     wall_s: float = 0.0
 
     @property
@@ -105,13 +145,17 @@ class Row:
 
     @property
     def held(self) -> bool:
-        """This level's streams were all held: p99 <= 100 ms, no errors, every reply exact (and saved)."""
+        """This level's streams were all held: p99 <= 100 ms, no errors, every admitted reply exact (and
+        saved). Only `bounded` may refuse starts; its refused streams are not counted, but one must run."""
+        admitted = self.n - self.refused
         return (
             self.errors == 0
-            and self.exact == self.n
+            and (self.refused == 0 or self.target == "bounded")
+            and admitted > 0
+            and self.exact == admitted
             and self.lat_p99 is not None
             and self.lat_p99 <= 100.0
-            and (self.saved_exact is None or self.saved_exact == self.n)
+            and (self.saved_exact is None or self.saved_exact == admitted)
         )
 
 
@@ -157,10 +201,31 @@ class Proc:
         return total
 
 
-class RssSampler(threading.Thread):
-    """Peak RSS of a process while a load runs (sampled every 0.2 s)."""
+@dataclass
+class Servers:
+    """One target's server processes (P of them for `scaled`) and their base URLs; CPU and RSS are summed."""
 
-    def __init__(self, proc: Proc) -> None:
+    procs: list[Proc]
+    urls: list[str]
+
+    def alive(self) -> bool:
+        return all(proc.alive() for proc in self.procs)
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            proc.stop()
+
+    def cpu_s(self) -> float:
+        return sum(proc.cpu_s() for proc in self.procs)
+
+    def rss(self) -> int:
+        return sum(proc.rss() for proc in self.procs)
+
+
+class RssSampler(threading.Thread):
+    """Peak RSS of a target's server processes (summed) while a load runs (sampled every 0.2 s)."""
+
+    def __init__(self, proc: Servers) -> None:
         super().__init__(daemon=True)
         self.proc = proc
         self.peak = 0
@@ -176,6 +241,78 @@ def _http(url: str, method: str = "GET", timeout: float = 10.0) -> Any:
     req = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None)
     with urllib.request.urlopen(req, timeout=timeout) as resp:
         return json.loads(resp.read() or b"null")
+
+
+# One sample line of the Prometheus text format: name, optional {labels}, value (timestamps are not used).
+_SAMPLE_RE = re.compile(r"^([A-Za-z_:][A-Za-z0-9_:]*)(?:\{(.*)\})?\s+(\S+)")
+_LABEL_RE = re.compile(r'([A-Za-z_][A-Za-z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+@dataclass
+class Scrape:
+    """One process's /metrics: its samples, or the HTTP status / error that stood for them."""
+
+    samples: list[tuple[str, dict[str, str], float]] = field(default_factory=list)
+    failure: str = ""  # "" when the scrape answered 200
+
+    def total(self, name: str, labels: dict[str, str]) -> float | None:
+        """Sum of the samples called `name` carrying `labels` (other labels summed over); None if absent."""
+        found = [v for n, lab, v in self.samples if n == name and labels.items() <= lab.items()]
+        return sum(found) if found else None
+
+
+def parse_metrics(text: str) -> list[tuple[str, dict[str, str], float]]:
+    samples = []
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        match = _SAMPLE_RE.match(line)
+        if match is None:
+            continue
+        with contextlib.suppress(ValueError):
+            labels = dict(_LABEL_RE.findall(match[2] or ""))
+            samples.append((match[1], labels, float(match[3])))
+    return samples
+
+
+def scrape(base: str, token: str) -> Scrape:
+    req = urllib.request.Request(f"{base}/metrics", headers={"Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return Scrape(samples=parse_metrics(resp.read().decode()))
+    except urllib.error.HTTPError as exc:
+        return Scrape(failure=f"HTTP {exc.code}")
+    except OSError as exc:
+        return Scrape(failure=type(exc).__name__)
+
+
+def cross_check(before: list[Scrape], after: list[Scrape], counts: dict[str, int | None]) -> str:
+    """The /metrics verdict for one level: "ok", "mismatch (...)" or "n/a (...)".
+
+    Each mapped counter's growth over the level, summed over the processes, must equal the bench's own count
+    (counts of None are not compared). A mapped name missing from a /metrics that answers is a mismatch too:
+    the mapping at the top of this module has fallen behind the app."""
+    failures = sorted({s.failure for s in (*before, *after) if s.failure})
+    if failures:
+        return "n/a (" + ", ".join("no /metrics" if f == "HTTP 404" else f for f in failures) + ")"
+    wrong: list[str] = []
+    for key, count in counts.items():
+        if count is None:
+            continue
+        name, labels = METRICS[key]
+        shown = name + ("{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}" if labels else "")
+        grown = 0.0
+        for old, new in zip(before, after, strict=True):
+            value = new.total(name, labels)
+            if value is None:
+                if key != "refused" or count:  # no refusal counted: a missing refusal counter is fine
+                    wrong.append(f"{shown} missing")
+                break
+            grown += value - (old.total(name, labels) or 0.0)
+        else:
+            if round(grown) != count:
+                wrong.append(f"{shown} +{grown:g} vs bench {count}")
+    return "ok" if not wrong else "mismatch (" + "; ".join(wrong) + ")"
 
 
 def _wait_ready(url: str, proc: Proc, timeout: float = 60.0) -> None:
@@ -205,10 +342,15 @@ class Sweep:
         self.run_id = dt.datetime.now().strftime("r%H%M%S")
         self.upstream: Proc | None = None
         self.upstream_url = ""
-        self.servers: dict[str, tuple[Proc, str]] = {}
+        self.redis: Proc | None = None
+        self.redis_url = ""
+        self.servers: dict[str, Servers] = {}
         self.sessions_file = self.work / "sessions.json"
+        self.users = 0
         self.pg_db = f"chatsite_bench_{os.getpid()}" if opts.db == "postgres" else ""
+        self.metrics_token = secrets.token_hex(16)
         self.env = self._env()
+        self.levels = sorted(set(opts.levels) | self._bound_level())
         self.rows: list[Row] = []
         self.on_row: Callable[[list[Row]], None] | None = None
 
@@ -229,6 +371,8 @@ class Sweep:
             SECURE_HSTS_SECONDS="0",
             CHAT_MAX_CONCURRENT_PER_USER="100000",
             CHAT_MESSAGES_PER_MINUTE="100000000",
+            CHAT_MAX_ACTIVE_REPLIES=UNBOUNDED,
+            METRICS_TOKEN=self.metrics_token,
             LOG_LEVEL="WARNING",
             PYTHONUNBUFFERED="1",
             PYTHONPATH=str(ROOT),
@@ -236,6 +380,24 @@ class Sweep:
         if self.pg_db:
             env["DATABASE_URL"] = f"postgres://postgres@127.0.0.1:5432/{self.pg_db}"
         (self.work / "data").mkdir(parents=True, exist_ok=True)
+        return env
+
+    def _bound_level(self) -> set[int]:
+        """`bounded` also runs at N=K when the levels go past K: its p99 there is what "admitted streams keep
+        their p99" compares with."""
+        k = self.opts.admission
+        return {k} if k is not None and k < max(self.opts.levels) else set()
+
+    def runs_at(self, target: str, n: int) -> bool:
+        return target == "bounded" or n not in self._bound_level() - set(self.opts.levels)
+
+    def target_env(self, target: str) -> dict[str, str]:
+        env = dict(self.env)
+        if target == "scaled":
+            env["REDIS_URL"] = self.redis_url
+        elif target == "bounded":
+            assert self.opts.admission is not None
+            env["CHAT_MAX_ACTIVE_REPLIES"] = str(self.opts.admission)
         return env
 
     def log(self, text: str) -> None:
@@ -258,31 +420,62 @@ class Sweep:
         )
         self.upstream_url = wait_for_file(port_file, 30)
         self.env["ANTHROPIC_BASE_URL"] = self.upstream_url
-        if {"ours", "uvicorn"} & set(self.opts.targets):
-            self.log(f"database setup ({self.opts.db}), {max(self.opts.levels)} users")
-            subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "bench.dbtool",
-                    "setup",
-                    "--users",
-                    str(max(self.opts.levels)),
-                    "--out",
-                    str(self.sessions_file),
-                ],
-                cwd=ROOT,
-                env=self.env,
-                check=True,
-                timeout=300,
-            )
+        if self.opts.redis:
+            self._start_redis()
+        self.ensure_users(max(self.levels))
+
+    def ensure_users(self, n: int) -> None:
+        """Bench users with a logged-in session each: one per stream of the largest level so far."""
+        if n <= self.users or not set(APP_TARGETS) & set(self.opts.targets):
+            return
+        self.log(f"database setup ({self.opts.db}), {n} users")
+        users_file = self.sessions_file
+        subprocess.run(
+            [sys.executable, "-m", "bench.dbtool", "setup", "--users", str(n), "--out", str(users_file)],
+            cwd=ROOT,
+            env=self.env,
+            check=True,
+            timeout=600,
+        )
+        self.users = n
+
+    def _start_redis(self) -> None:
+        """A private redis-server on a free port, nothing saved to disk, stopped in close()."""
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("--redis needs redis-server on PATH (apt-get install -y redis-server)")
+        (port,) = free_ports(1)
+        self.redis = Proc(
+            "redis",
+            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            self.env,
+            self.logs,
+        )
+        self.redis_url = f"redis://127.0.0.1:{port}/0"
+        deadline = time.monotonic() + 15
+        while not self._redis_call("PING"):
+            if not self.redis.alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"redis-server did not answer; see {self.redis.log_path}")
+            time.sleep(0.1)
+
+    def _redis_call(self, command: str) -> bool:
+        import redis
+
+        try:
+            client = redis.Redis.from_url(self.redis_url, socket_connect_timeout=2)
+            with client:
+                return bool(client.execute_command(command))
+        except redis.RedisError:
+            return False
 
     def close(self) -> None:
-        for proc, _ in self.servers.values():
-            proc.stop()
+        for servers in self.servers.values():
+            servers.stop()
         self.servers.clear()
         if self.upstream is not None:
             self.upstream.stop()
+        if self.redis is not None:
+            self.redis.stop()
         if self.pg_db:
             import psycopg
 
@@ -293,58 +486,68 @@ class Sweep:
                 conn.execute(f'DROP DATABASE IF EXISTS "{self.pg_db}" WITH (FORCE)')
         shutil.rmtree(self.work, ignore_errors=True)
 
-    def server(self, target: str) -> tuple[Proc, str]:
-        if target in self.servers and self.servers[target][0].alive():
+    def server(self, target: str) -> Servers:
+        if target in self.servers and self.servers[target].alive():
             return self.servers[target]
-        port = free_port()
+        self.stop_server(target)
+        env = self.target_env(target)
+        count = self.opts.processes if target == "scaled" else 1
         bin_dir = Path(sys.executable).parent
-        if target == "uvicorn":
-            cmd = [
-                str(bin_dir / "uvicorn"),
-                "chatsite.asgi:application",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--no-access-log",
-                "--log-level",
-                "warning",
-                "--lifespan",
-                "off",
-            ]
-        else:
-            app = "bench.relay_asgi:application" if target == "relay" else "chatsite.asgi:application"
-            cmd = [str(bin_dir / "daphne"), "-b", "127.0.0.1", "-p", str(port), app]
         if target != "relay":
             subprocess.run(
                 [sys.executable, "-m", "bench.dbtool", "migrate"],
                 cwd=ROOT,
-                env=self.env,
+                env=env,
                 check=True,
                 timeout=300,
             )
-        proc = Proc(f"server-{target}", cmd, self.env, self.logs)
-        url = f"http://127.0.0.1:{port}"
-        _wait_ready(url + ("/" if target == "relay" else "/accounts/login/"), proc)
-        self.servers[target] = (proc, url)
-        return proc, url
+        if target == "scaled":
+            self._redis_call("FLUSHALL")  # nothing left over from the previous level's processes
+        procs, urls = [], []
+        for i, port in enumerate(free_ports(count)):
+            if target == "uvicorn":
+                cmd = [
+                    str(bin_dir / "uvicorn"),
+                    "chatsite.asgi:application",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                    "--no-access-log",
+                    "--log-level",
+                    "warning",
+                    "--lifespan",
+                    "off",
+                ]
+            else:
+                app = "bench.relay_asgi:application" if target == "relay" else "chatsite.asgi:application"
+                cmd = [str(bin_dir / "daphne"), "-b", "127.0.0.1", "-p", str(port), app]
+            procs.append(Proc(f"server-{target}" + (f"-{i}" if count > 1 else ""), cmd, env, self.logs))
+            urls.append(f"http://127.0.0.1:{port}")
+        servers = Servers(procs, urls)
+        self.servers[target] = servers  # stopped by close() even when a process fails to come up
+        for proc, url in zip(procs, urls, strict=True):
+            _wait_ready(url + ("/" if target == "relay" else "/accounts/login/"), proc)
+        return servers
 
     def stop_server(self, target: str) -> None:
         if target in self.servers:
-            self.servers.pop(target)[0].stop()
+            self.servers.pop(target).stop()
 
     # --- one load run
 
     def load(
         self, target: str, url: str, n: int, deltas: int, rate: float, ramp: float, tag: str, timeout: float
     ) -> dict[str, Any]:
-        out = self.work / f"load-{tag}.json"
+        # Kept with the results: each stream's outcome (error, deltas, TTFT) for a closer look at a bad level.
+        out = self.opts.out / "loads" / f"load-{tag}.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
         cmd = [
             sys.executable,
             "-m",
             "bench.load",
             "--target",
-            "ours" if target == "uvicorn" else target,
+            "ours" if target in APP_TARGETS else target,
             "--base-url",
             url,
             "--n",
@@ -364,7 +567,7 @@ class Sweep:
             "--out",
             str(out),
         ]
-        if target in ("ours", "uvicorn"):
+        if target in APP_TARGETS:
             cmd += ["--sessions", str(self.sessions_file)]
         with (self.logs / f"load-{target}.log").open("ab") as log:
             subprocess.run(
@@ -384,18 +587,23 @@ class Sweep:
         opts = self.opts
         row = Row(target=target, n=n)
         assert self.upstream is not None
-        server: Proc | None = None
+        server: Servers | None = None
         base = self.upstream_url
         if target != "sdk":
-            server, base = self.server(target)
+            server = self.server(target)
+            row.processes = len(server.procs)
+            base = ",".join(server.urls)
             if not opts.smoke:  # warm before the idle RSS sample (the client warms up again in any case)
-                self.load(
-                    target, base, 1, 5, 100.0, 0.0, f"{target}-{n}-warm", 60
-                )  # imports, templates, pools
+                for i in range(len(server.urls)):  # every process: imports, templates, pools
+                    rotated = ",".join(server.urls[i:] + server.urls[:i])
+                    self.load(target, rotated, 1, 5, 100.0, 0.0, f"{target}-{n}-warm{i}", 60)
         _http(self.upstream_url + "/_bench/reset", "POST")
         time.sleep(0.5 if opts.smoke else 1.5)
+        app = server is not None and target in APP_TARGETS
+        before = [scrape(url, self.metrics_token) for url in server.urls] if app and server else []
         rss_idle = server.rss() if server else 0
         cpu0 = server.cpu_s() if server else 0.0
+        redis_cpu0 = self.redis.cpu_s() if self.redis and target == "scaled" else None
         up_cpu0 = self.upstream.cpu_s()
         sampler = RssSampler(server) if server else None
         if sampler:
@@ -425,6 +633,9 @@ class Sweep:
             row.rss_per_stream_kb = (peak - rss_idle) / 1024 / n
             if summary["deltas_received"]:
                 row.server_cpu_us_per_delta = cpu / summary["deltas_received"] * 1e6
+                if self.redis is not None and redis_cpu0 is not None:
+                    redis_cpu = self.redis.cpu_s() - redis_cpu0
+                    row.redis_cpu_us_per_delta = redis_cpu / summary["deltas_received"] * 1e6
         row.upstream_cpu_pct = (self.upstream.cpu_s() - up_cpu0) / wall * 100
         row.client_cpu_pct = summary["client_cpu_s"] / summary["wall_s"] * 100
         row.loadavg_1m = summary["loadavg_1m"]
@@ -433,12 +644,14 @@ class Sweep:
         row.ttft_p50, row.ttft_p99 = ttft["p50"], ttft["p99"]
         row.deltas_expected, row.deltas_received = summary["deltas_expected"], summary["deltas_received"]
         row.timeouts = summary["timeouts"]
+        row.refused = summary["refused"]
         kinds = set(summary["error_kinds"])
         sent: dict[str, dict[str, Any]] = _http(self.upstream_url + "/_bench/sent")
         stats = _http(self.upstream_url + "/_bench/stats")
         row.upstream_lateness_p99 = stats["lateness_ms_p99"]
         streams: list[dict[str, Any]] = summary["streams"]
         bad: set[str] = set()
+        streams = [s for s in streams if not s["refused"]]  # refused: never started, nothing to check
         for s in streams:
             up = sent.get(s["key"])
             if not s["ok"]:
@@ -446,18 +659,43 @@ class Sweep:
             elif up is None or not up["complete"] or up["sha256"] != s["sha256"]:
                 bad.add(s["key"])
                 kinds.add("received text differs from the upstream's")
-        if target in ("ours", "uvicorn"):
+        if target in APP_TARGETS:
             self._check_saved(row, streams, sent, bad, kinds)
-        row.exact = n - len(bad)
+        admitted = n - row.refused
+        row.exact = admitted - len(bad)
         row.errors = len(bad)
-        row.ok = n - row.errors
+        row.ok = admitted - row.errors
         row.error_kinds = sorted(kinds)
+        if app and server:
+            row.metrics = self._cross_check(server, before, row, summary)
         if opts.restart and server:
             self.stop_server(target)
         return row
 
-    def _profile(self, server: Proc, target: str, n: int) -> subprocess.Popen[bytes]:
-        """py-spy (raw collapsed stacks, 100 Hz, non-blocking) on the server while the level streams.
+    def _cross_check(self, server: Servers, before: list[Scrape], row: Row, summary: dict[str, Any]) -> str:
+        """Compare /metrics with the bench's counts; counters may trail the client's `done` by a moment (the
+        final save), so a mismatch is scraped again a few times before it stands."""
+        warm = summary["warmup"]
+        clean = row.errors == 0 and warm["ok"]
+        counts: dict[str, int | None] = {
+            "replies_complete": (row.saved_complete or 0) + int(warm["ok"]),
+            "upstream_deltas": summary["deltas_received"] + warm["deltas"] if clean else None,
+            "delta_events": summary["delta_events"] + warm["events"] if clean else None,
+            "delta_chars": summary["delta_chars"] + warm["chars"] if clean else None,
+            "refused": row.refused,
+        }
+        verdict = "n/a"
+        for attempt in range(4):
+            if attempt:
+                time.sleep(0.5)
+            verdict = cross_check(before, [scrape(url, self.metrics_token) for url in server.urls], counts)
+            if not verdict.startswith("mismatch"):
+                break
+        return verdict
+
+    def _profile(self, server: Servers, target: str, n: int) -> subprocess.Popen[bytes]:
+        """py-spy (raw collapsed stacks, 100 Hz, non-blocking) on the (first) server process while the level
+        streams.
 
         It costs CPU on the same cores: profiled levels are for finding where time goes, not for the table."""
         seconds = max(2, int(self.opts.deltas / self.opts.rate))
@@ -469,7 +707,7 @@ class Sweep:
                     str(spy),
                     "record",
                     "--pid",
-                    str(server.popen.pid),
+                    str(server.procs[0].popen.pid),
                     "--duration",
                     str(seconds),
                     "--rate",
@@ -507,9 +745,12 @@ class Sweep:
         durations: list[float] = []
         over = 0
         exact = 0
+        complete = 0
         for s in streams:
             db = saved.get(str(s["reply_id"])) if s["reply_id"] is not None else None
             up = sent.get(s["key"])
+            if db is not None and db["status"] == "complete":
+                complete += 1
             if db is None or up is None:
                 bad.add(s["key"])
                 continue
@@ -526,6 +767,7 @@ class Sweep:
             if db["writes"] > 4 * seconds + 2:
                 over += 1
         row.saved_exact = exact
+        row.saved_complete = complete
         if writes:
             row.writes_mean = sum(writes) / len(writes)
             row.writes_max = max(writes)
@@ -541,8 +783,13 @@ class Sweep:
 
     def _run(self) -> None:
         active = list(self.opts.targets)
-        for n in self.opts.levels:
+        i = 0
+        while i < len(self.levels):
+            n = self.levels[i]
+            i += 1
             for target in list(active):
+                if not self.runs_at(target, n):
+                    continue
                 self.log(f"{target}: N={n} ...")
                 try:
                     row = self.run_level(target, n)
@@ -553,8 +800,8 @@ class Sweep:
                 self.rows.append(row)
                 self.log(
                     f"{target}: N={n} p50/p99 {_f(row.lat_p50)}/{_f(row.lat_p99)} ms, errors {row.errors}, "
-                    f"cpu/delta {_f(row.server_cpu_us_per_delta)} us, rss/stream "
-                    f"{_f(row.rss_per_stream_kb)} KB, wall {row.wall_s} s"
+                    f"refused {row.refused}, cpu/delta {_f(row.server_cpu_us_per_delta)} us, rss/stream "
+                    f"{_f(row.rss_per_stream_kb)} KB, metrics {row.metrics}, wall {row.wall_s} s"
                 )
                 if row.error_rate > self.opts.error_limit:
                     self.log(
@@ -566,6 +813,17 @@ class Sweep:
                     self.on_row(self.rows)
             if not active:
                 break
+            if i == len(self.levels) and self._relay_still_holds(active, n):
+                nxt = min(2 * n, MAX_LEVEL)
+                self.log(f"the relay held N={n}: extending the levels to N={nxt}")
+                self.ensure_users(nxt)
+                self.levels.append(nxt)
+
+    def _relay_still_holds(self, active: list[str], n: int) -> bool:
+        if not self.opts.extend or "relay" not in active or n >= MAX_LEVEL:
+            return False
+        last = next((r for r in reversed(self.rows) if r.target == "relay"), None)
+        return last is not None and last.n == n and last.held
 
 
 def deltas_time(opts: Options) -> float:
@@ -578,7 +836,10 @@ def _f(value: float | None) -> str:
 
 def parse_args(argv: list[str] | None) -> Options:
     parser = argparse.ArgumentParser(prog="python -m bench.sweep", description=__doc__.split("\n")[0])
-    parser.add_argument("--levels", help="comma-separated N values (default 1,10,50,100,250,500,1000)")
+    parser.add_argument(
+        "--levels",
+        help="comma-separated N values (default 1,10,50,...,1000, then doubling while the relay holds)",
+    )
     parser.add_argument("--deltas", type=int, help="text deltas per reply (default 600)")
     parser.add_argument("--rate", type=float, help="deltas per second per stream (default 30)")
     parser.add_argument("--ttft", type=float, default=0.0, help="the upstream's own time to first token (s)")
@@ -596,12 +857,41 @@ def parse_args(argv: list[str] | None) -> Options:
     parser.add_argument("--error-limit", type=float, default=0.01, help="stop a target above this error rate")
     parser.add_argument("--profile", help="comma-separated levels at which to py-spy the server(s)")
     parser.add_argument("--smoke", action="store_true", help="N=1,2, 20 deltas at 100/s: checks the harness")
+    parser.add_argument(
+        "--redis",
+        action="store_true",
+        help="add target `scaled`: the app on a private redis-server the bench starts (needs --db postgres)",
+    )
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="server processes of `scaled` (needs --redis); the client round-robins per request",
+    )
+    parser.add_argument(
+        "--admission",
+        type=int,
+        metavar="K",
+        help="add target `bounded`: the app with CHAT_MAX_ACTIVE_REPLIES=K (also run at N=K)",
+    )
     args = parser.parse_args(argv)
     smoke = bool(args.smoke)
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     unknown = set(targets) - set(TARGETS)
     if unknown or not targets:
-        parser.error(f"unknown targets: {', '.join(sorted(unknown))}")
+        parser.error(f"unknown targets: {', '.join(sorted(unknown))} (scaled and bounded come with flags)")
+    if args.processes < 1 or (args.processes > 1 and not args.redis):
+        parser.error("--processes P > 1 needs --redis: processes share replies only through Redis")
+    if args.redis and args.db != "postgres":
+        parser.error("--redis needs --db postgres: the processes share the real PostgreSQL")
+    if args.admission is not None and args.admission < 1:
+        parser.error("--admission must be at least 1")
+    if args.redis and "ours" not in targets:
+        targets.append("ours")  # `scaled` is judged against one in-memory process in the same run
+    if args.redis:
+        targets.append("scaled")
+    if args.admission is not None:
+        targets.append("bounded")
     levels = (
         [int(v) for v in args.levels.split(",")]
         if args.levels
@@ -618,13 +908,17 @@ def parse_args(argv: list[str] | None) -> Options:
         ttft=args.ttft,
         ramp=args.ramp if args.ramp is not None else (0.2 if smoke else 2.0),
         grace=args.grace or (20.0 if smoke else 30.0),
-        targets=[t for t in TARGETS if t in targets],
+        targets=[t for t in ALL_TARGETS if t in targets],
         db=args.db,
         out=out,
         restart=not (args.no_restart or smoke),
         error_limit=args.error_limit,
         smoke=smoke,
         profile=[int(v) for v in args.profile.split(",")] if args.profile else [],
+        processes=args.processes,
+        redis=bool(args.redis),
+        admission=args.admission,
+        extend=not args.levels and not smoke,
     )
 
 
@@ -676,8 +970,12 @@ def _write(opts: Options, started: dt.datetime, rows: list[Row], *, final: bool)
         "rate": opts.rate,
         "ttft": opts.ttft,
         "ramp": opts.ramp,
-        "levels": opts.levels,
+        "levels": sorted({r.n for r in rows} | set(opts.levels)),
         "targets": opts.targets,
+        "processes": opts.processes,
+        "redis": opts.redis,
+        "admission": opts.admission,
+        "extend": opts.extend,
         "restart_per_level": opts.restart,
         "minutes": round((dt.datetime.now() - started).total_seconds() / 60, 1),
         "code": _git_state(),

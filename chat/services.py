@@ -408,14 +408,23 @@ def message_send(*, conversation: Conversation, text: str, attachment_ids: Seque
 def message_edit(*, message: Message, text: str) -> SentMessage:
     """A sent question, edited: a new branch from that point (an alternative of `message`, with a new
     reply); the old branch is kept whole."""
-    text = clean_message_text(text)
     if message.role != Message.Role.USER:
         raise ValidationError("Only your own messages can be edited.", code="not_user")
+    attachments = list(message.attachments.all())
+    # As when sending: a question with attachments may have no text.
+    text = "" if attachments and not text.strip() else clean_message_text(text)
     conversation = _lock(message.conversation)
     _check_capacity(conversation)
     _check_budget(conversation)
     _check_rate(conversation)
-    return _add_user_message(conversation, text=text, parent_id=message.parent_id)
+    sent = _add_user_message(conversation, text=text, parent_id=message.parent_id)
+    # The edited question keeps its attachments: new rows on the new message, the same stored files (the
+    # old branch keeps its own rows; a file is deleted only with the last row using it).
+    for attachment in attachments:
+        attachment.pk = None
+        attachment.message = sent.user_message
+    Attachment.objects.bulk_create(attachments)
+    return sent
 
 
 @transaction.atomic

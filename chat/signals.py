@@ -22,12 +22,19 @@ logger = logging.getLogger(__name__)
 @receiver(post_delete, sender=Attachment, dispatch_uid="chat.attachment_file_delete")
 def delete_attachment_file(sender: type[Attachment], instance: Attachment, **kwargs: Any) -> None:
     """When an Attachment row is deleted (directly, or by the cascade of its conversation, message or
-    user), its file is deleted from storage once the transaction commits."""
+    user), its file is deleted from storage once the transaction commits, unless another row (the same
+    attachment on an edited question's branch) still uses it."""
     names = [f.name for f in (instance.file, instance.thumbnail) if f.name]
     storage = instance.file.storage
 
     def delete() -> None:
+        # An edited question's new branch shares its attachments' files: keep a file another row still uses.
+        shared = set(Attachment.objects.filter(file__in=names).values_list("file", flat=True)) | set(
+            Attachment.objects.filter(thumbnail__in=names).values_list("thumbnail", flat=True)
+        )
         for name in names:
+            if name in shared:
+                continue
             try:
                 storage.delete(name)
             except Exception:  # storage briefly unavailable: the row is gone either way; log the orphan

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from functools import partial
-from typing import Any
+import time
+from collections.abc import Callable, Coroutine
+from functools import partial, wraps
+from typing import Any, Concatenate, ParamSpec
 
 from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
@@ -34,11 +36,14 @@ from chat.exports import export_json, export_markdown
 from chat.forms import ConversationSettingsForm
 from chat.models import Conversation, Message
 from chat.streaming import (
+    REQUEST_ARRIVED,
     end_reply_streams,
+    holding_reply_slot,
     is_draining,
     open_stream_slot,
     reply_events,
     request_stop,
+    reserve_reply_slot,
     sse,
     start_reply,
 )
@@ -60,6 +65,29 @@ DRAINING = ValidationError(
 
 class HtmxHttpRequest(HttpRequest):
     htmx: HtmxDetails
+
+
+P = ParamSpec("P")
+StartView = Callable[Concatenate[HtmxHttpRequest, P], Coroutine[Any, Any, HttpResponse]]
+
+
+def admitted(view: StartView[P]) -> StartView[P]:
+    """For every view that starts a reply: reserve one of this process's CHAT_MAX_ACTIVE_REPLIES slots
+    before the view runs, so that a refusal costs no database work and saves nothing (503, Retry-After,
+    the composer's error). The reply's generation task takes the slot over (`start_reply`) and gives it
+    back when it ends; a start that fails (invalid, over budget, database busy, any error) gives it back
+    when the view returns. See chat/streaming/admission.py."""
+
+    @wraps(view)
+    async def wrapped(request: HtmxHttpRequest, *args: P.args, **kwargs: P.kwargs) -> HttpResponse:
+        scope = getattr(request, "scope", None) or {}
+        slot = reserve_reply_slot(requested_at=scope.get(REQUEST_ARRIVED) or time.monotonic())
+        if slot is None:
+            return await _refused_as_busy(request)
+        with holding_reply_slot(slot):
+            return await view(request, *args, **kwargs)
+
+    return wrapped
 
 
 def login_locked_out(request: HttpRequest, *args: object, **kwargs: object) -> HttpResponse:
@@ -136,6 +164,7 @@ async def _message_list(request: HtmxHttpRequest, conversation_pk: int) -> HttpR
 
 @login_required
 @require_POST
+@admitted
 async def message_edit(request: HtmxHttpRequest, pk: int, message_pk: int) -> HttpResponse:
     """Edit a sent question: a new branch from there, with a new reply; the old branch is kept."""
     message = await _owned_message(request, pk, message_pk)
@@ -175,6 +204,19 @@ def _error(request: HtmxHttpRequest, error: ValidationError, *, status: int = 42
     return response
 
 
+async def _refused_as_busy(request: HtmxHttpRequest) -> HttpResponse:
+    """503 with Retry-After and the composer's error: this process runs as many replies as it may."""
+    seconds = settings.CHAT_BUSY_RETRY_AFTER
+    busy = ValidationError(
+        f"The server is busy with too many replies right now. Nothing was saved; try again in {seconds} "
+        f"second{'s' if seconds != 1 else ''}.",
+        code="busy",
+    )
+    response = await sync_to_async(_error)(request, busy, status=503)
+    response["Retry-After"] = str(seconds)
+    return response
+
+
 async def _refused_while_draining(request: HtmxHttpRequest) -> HttpResponse | None:
     """A 503 with the composer's error, before anything is saved, if this process is shutting down."""
     if not is_draining():
@@ -209,6 +251,7 @@ async def _owned_message(request: HtmxHttpRequest, pk: int, message_pk: int) -> 
 
 @login_required
 @require_POST
+@admitted
 async def conversation_start(request: HtmxHttpRequest) -> HttpResponse:
     """The first message of a new conversation: create both, then show the new conversation's pane."""
     user = await _signed_in_user(request)
@@ -239,6 +282,7 @@ async def conversation_start(request: HtmxHttpRequest) -> HttpResponse:
 
 @login_required
 @require_POST
+@admitted
 async def message_send(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     conversation = await _owned_conversation(request, pk)
     if refused := await _refused_while_draining(request):
@@ -340,6 +384,7 @@ async def message_stop(request: HtmxHttpRequest, pk: int, message_pk: int) -> Ht
 
 @login_required
 @require_POST
+@admitted
 async def message_retry(request: HtmxHttpRequest, pk: int, message_pk: int) -> HttpResponse:
     message = await _owned_message(request, pk, message_pk)
     if refused := await _refused_while_draining(request):
@@ -361,6 +406,7 @@ async def message_retry(request: HtmxHttpRequest, pk: int, message_pk: int) -> H
 
 @login_required
 @require_POST
+@admitted
 async def message_continue(request: HtmxHttpRequest, pk: int, message_pk: int) -> HttpResponse:
     message = await _owned_message(request, pk, message_pk)
     if refused := await _refused_while_draining(request):

@@ -2,6 +2,7 @@
 `.env.example` documents each one. A `.env` file beside manage.py is read when present."""
 
 from datetime import timedelta
+from ipaddress import ip_network
 from pathlib import Path
 from typing import Any
 
@@ -255,6 +256,8 @@ SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", defa
 SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
 if env.bool("BEHIND_TLS_PROXY", default=False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Health probes and the metrics scraper reach each daphne process directly, over plain HTTP (chat/ops.py).
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
 # `check --deploy` warns about those two opt-ins being off; being off is the documented default.
 SILENCED_SYSTEM_CHECKS = [
     *([] if SECURE_HSTS_INCLUDE_SUBDOMAINS else ["security.W005"]),
@@ -335,6 +338,11 @@ CHAT_MAX_TOOL_ROUNDS = env.int("CHAT_MAX_TOOL_ROUNDS", default=5)
 # On SIGTERM (daphne): refuse new replies, let running ones finish for up to this long, then save the rest as
 # interrupted (Continue offered) and exit. Give the process manager's stop timeout a few seconds more.
 CHAT_DRAIN_SECONDS = env.float("CHAT_DRAIN_SECONDS", default=30.0)
+# Admission control (chat/streaming/admission.py): replies generating at once per server process; past it a
+# new reply is refused at once (503, Retry-After: CHAT_BUSY_RETRY_AFTER seconds) and nothing is saved.
+# 0 = no bound. Default from the measured CPU per delta (README, "Operations: capacity, metrics and health").
+CHAT_MAX_ACTIVE_REPLIES = env.int("CHAT_MAX_ACTIVE_REPLIES", default=100)
+CHAT_BUSY_RETRY_AFTER = env.int("CHAT_BUSY_RETRY_AFTER", default=10)
 # Render finished Markdown blocks on the server while a reply streams (off: raw text until the end).
 CHAT_STREAM_MARKDOWN = env.bool("CHAT_STREAM_MARKDOWN", default=True)
 # Context window per model, in tokens (e.g. "claude-haiku-5-5=200000;my-small-model=8000"); history that does
@@ -401,6 +409,19 @@ CHAT_MAX_OUTPUT_TOKENS = env.int("CHAT_MAX_OUTPUT_TOKENS", default=64000)
 # Per-model output limits where they differ, e.g. "claude-haiku-5-5=8192": a budget is offered for a model
 # only if it fits. A model whose limit leaves no room for the smallest budget cannot think.
 CHAT_MODEL_MAX_OUTPUT_TOKENS = env.dict("CHAT_MODEL_MAX_OUTPUT_TOKENS", cast={"value": int}, default={})
+
+# --- Operations: /metrics and /readyz (chat/ops.py) ------------------------------------------------
+# /metrics is for staff, for `Authorization: Bearer <METRICS_TOKEN>` (empty = no token works), and for client
+# addresses or networks in METRICS_ALLOW_IPS (e.g. 127.0.0.1,10.0.0.0/8; empty = none).
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+METRICS_ALLOW_IPS = env.list("METRICS_ALLOW_IPS", default=[])
+for _entry in METRICS_ALLOW_IPS:
+    try:
+        ip_network(_entry.strip(), strict=False)
+    except ValueError as _error:
+        raise ImproperlyConfigured(f"METRICS_ALLOW_IPS: {_entry!r} is not an address or network") from _error
+# Each readiness check (database, channel layer) fails after this many seconds.
+READYZ_TIMEOUT = env.float("READYZ_TIMEOUT", default=2.0)
 
 LOGGING = {
     "version": 1,

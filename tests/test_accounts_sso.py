@@ -61,6 +61,7 @@ def test_first_sign_in_creates_the_user_and_the_second_reuses_it(sso: OIDCProvid
     user = User.objects.get(username="dana")
     assert (user.email, user.first_name, user.last_name) == ("dana@example.com", "Dana", "Ng")
     assert not user.has_usable_password()
+    assert 'href="/accounts/password/"' not in client.get("/").content.decode()  # no password to change
     identity = SSOIdentity.objects.get(user=user)
     assert identity.issuer == sso.issuer and identity.subject.startswith("dana-")
 

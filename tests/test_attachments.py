@@ -314,6 +314,26 @@ def test_deleting_a_conversation_deletes_its_files(
 
 
 @pytest.mark.django_db(transaction=True)
+def test_an_edited_question_keeps_its_attachments_and_files_live_until_their_last_row(
+    alice: User, attachments_dir: Path
+) -> None:
+    conversation = services.conversation_create(user=alice)
+    image = _attach(alice)
+    first = services.message_send(conversation=conversation, text="what is this?", attachment_ids=[image.pk])
+    Message.objects.filter(status="streaming").update(status="complete")
+    edited = services.message_edit(message=first.user_message, text="")  # attachments alone may go
+    copy = edited.user_message.attachments.get()
+    assert edited.user_message.content == "" and edited.user_message.parent_id == first.user_message.parent_id
+    assert (copy.file.name, copy.thumbnail.name) == (image.file.name, image.thumbnail.name)
+    assert first.user_message.attachments.get().pk == image.pk != copy.pk  # the old branch keeps its own row
+    files = sorted(_files(attachments_dir))
+    Attachment.objects.filter(pk=image.pk).delete()  # one row gone: the other still shows the file
+    assert sorted(_files(attachments_dir)) == files
+    Conversation.objects.filter(pk=conversation.pk).delete()  # the last row gone: the files go with it
+    assert _files(attachments_dir) == []
+
+
+@pytest.mark.django_db(transaction=True)
 def test_removing_a_pending_chip_deletes_its_file(client: Client, alice: User, attachments_dir: Path) -> None:
     attachment = _attach(alice)
     client.force_login(alice)

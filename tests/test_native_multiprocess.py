@@ -8,7 +8,6 @@ import base64
 import html
 import os
 import threading
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import psycopg
 import pytest
 import redis
 
+from tests.support.cluster import fresh_database, services_or_skip
 from tests.support.fake_anthropic import End, FakeAnthropic, Signature, Text, Thinking, Wait
 from tests.support.files import image_bytes
 from tests.support.live_client import LiveClient, ids, sse_path
@@ -34,15 +34,14 @@ SIG = "EqQBCkgIARABGAIiQLcluster"
 def native_cluster(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[FakeAnthropic, str, list[str]]]:
-    try:
-        psycopg.connect(PG_URL, connect_timeout=3).close()
-        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3).ping()
-    except (psycopg.OperationalError, redis.RedisError) as exc:
-        pytest.skip(f"PostgreSQL or Redis not reachable: {exc}")
-    name = f"chatsite_native_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(PG_URL, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    db_url = PG_URL.rsplit("/", 1)[0] + "/" + name
+    services_or_skip(PG_URL, REDIS_URL)
+    with fresh_database(PG_URL) as db_url:
+        yield from _cluster(tmp_path_factory, db_url)
+
+
+def _cluster(
+    tmp_path_factory: pytest.TempPathFactory, db_url: str
+) -> Iterator[tuple[FakeAnthropic, str, list[str]]]:
     upstream = FakeAnthropic().start()
     redis.Redis.from_url(REDIS_URL).flushdb()
     data_dir = tmp_path_factory.mktemp("data")  # both processes share it: local attachment storage
@@ -75,8 +74,6 @@ def native_cluster(
         for proc in procs:
             proc.stop()
         upstream.stop()
-        with psycopg.connect(PG_URL, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture

@@ -252,6 +252,30 @@ async def test_the_tightest_budget_wins_group_daily_over_user_monthly(
     assert _resets("daily") in response.text
 
 
+async def test_a_shared_group_budget_counts_every_members_spend(
+    alice_client: AsgiClient, upstream: FakeAnthropic, background: Any, alice: User, bob: User
+) -> None:
+    team = await Group.objects.acreate(name="Team")
+    await sync_to_async(team.user_set.add)(alice, bob)
+    budget = await Budget.objects.acreate(group=team, period="monthly", limit_usd=Decimal("10"), pooled=True)
+    await sync_to_async(_spent)(alice, "1.00")
+    await sync_to_async(_spent)(bob, "9.00")  # alice's own spend is far from $10; the team's is not
+    response = await alice_client.request("POST", "/c/start/", data={"text": "Hello?"})
+    assert response.status == 422
+    assert "The Team group&#x27;s monthly budget of $10.00 shared by its members is used up" in response.text
+    assert await Message.objects.acount() == 0
+
+    # Per member, the same budget leaves alice room: her message goes through.
+    budget.pooled = False
+    await budget.asave()
+    upstream.enqueue(Text("Hi."), End())
+    response = await alice_client.request("POST", "/c/start/", data={"text": "Hello?"})
+    assert response.status == 200
+    conversation = await Conversation.objects.aget(user=alice)
+    reply = await Message.objects.aget(conversation=conversation, role="assistant")
+    await follow(alice_client, f"/c/{conversation.pk}/m/{reply.pk}/stream/")
+
+
 async def test_budget_ends_the_reply_before_a_later_tool_round_keeping_its_text(
     alice_client: AsgiClient, upstream: FakeAnthropic, background: Any, alice: User
 ) -> None:
@@ -428,6 +452,8 @@ def test_budget_constraints_in_the_database(alice: User) -> None:
         Budget.objects.create(user=alice, limit_usd=1, limit_tokens=5)
     with pytest.raises(IntegrityError), transaction.atomic():
         Budget.objects.create(user=alice)
+    with pytest.raises(IntegrityError), transaction.atomic():  # only a group's budget can be shared
+        Budget.objects.create(user=alice, limit_usd=1, pooled=True)
 
 
 def test_admin_pages_show_cache_usage_and_cost(alice: User) -> None:

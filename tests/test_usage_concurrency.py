@@ -1,6 +1,7 @@
 """The last cent: two sends race through two real server processes on PostgreSQL, when the budget has room
-for one reply only. The user-row lock serializes the budget checks, so exactly one reply starts and the
-other is refused with a sentence saying why; nothing of the refused message is saved."""
+for one reply only. The user-row lock serializes the budget checks (and, for a team budget shared by two
+members, the budget row's lock), so exactly one reply starts and the other is refused with a sentence saying
+why; nothing of the refused message is saved."""
 
 from __future__ import annotations
 
@@ -74,6 +75,20 @@ def two_servers(
         "UsageDaily.objects.create(day=timezone.localdate(), user=u, model='claude-sonnet-5-5', "
         "cost=Decimal('0.95'))",
     )
+    # A team budget shared by two members: $1.00, $0.95 of it spent by the first.
+    manage(
+        env,
+        "shell",
+        "-c",
+        "from decimal import Decimal; from django.contrib.auth.models import Group, User; "
+        "from django.utils import timezone; from usage.models import Budget, UsageDaily; "
+        "g = Group.objects.create(name='Team'); "
+        f"members = [User.objects.create_user(n, password='{PASSWORD}') for n in ('ann', 'ben')]; "
+        "g.user_set.add(*members); "
+        "Budget.objects.create(group=g, period='monthly', limit_usd=Decimal('1.00'), pooled=True); "
+        "UsageDaily.objects.create(day=timezone.localdate(), user=members[0], model='claude-sonnet-5-5', "
+        "cost=Decimal('0.95'))",
+    )
     log_dir = Path(tmp_path_factory.mktemp("logs"))
     procs = [DaphneProcess(env, log_dir, name).start() for name in ("a", "b")]
     yield procs
@@ -134,3 +149,34 @@ async def test_two_sends_at_the_last_cent_start_exactly_one_reply(
         gate.set()
         # Once the reply is done its reservation is gone and its real cost (a few millionths) is billed.
         await _until_none_streaming(budget_db)
+
+
+async def test_two_members_at_their_shared_budgets_last_cent_start_exactly_one_reply(
+    two_servers: list[DaphneProcess], budget_upstream: FakeAnthropic, budget_db: str
+) -> None:
+    a, b = two_servers
+    ann, ben = LiveClient(), LiveClient()
+    await ann.login(a.url, "ann", PASSWORD)
+    await ben.login(b.url, "ben", PASSWORD)
+    try:
+        before = _count(budget_db, "chat_message")
+        for round_number in range(1, ROUNDS + 1):
+            budget_upstream.reset()
+            gate = threading.Event()
+            for _ in range(2):
+                budget_upstream.enqueue(
+                    Text("fits"), Wait(gate, timeout=30), End(input_tokens=10, output_tokens=1)
+                )
+            results = await asyncio.gather(
+                ann.post(a.url + "/c/start/", {"text": f"ann, round {round_number}"}),
+                ben.post(b.url + "/c/start/", {"text": f"ben, round {round_number}"}),
+            )
+            assert sorted(status for status, _ in results) == [200, 422], results
+            refused = next(body for status, body in results if status == 422)
+            assert "shared by its members is nearly used up" in refused
+            assert _count(budget_db, "chat_message") == before + 2 * round_number
+            gate.set()
+            await _until_none_streaming(budget_db)
+    finally:
+        await ann.close()
+        await ben.close()

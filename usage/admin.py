@@ -16,11 +16,11 @@ class ModelPriceAdmin(admin.ModelAdmin):
 
 @admin.register(Budget)
 class BudgetAdmin(admin.ModelAdmin):
-    list_display = ("__str__", "user", "group", "period", "limit_usd", "limit_tokens", "updated_at")
-    list_filter = ("period", "group")
+    list_display = ("__str__", "user", "group", "pooled", "period", "limit_usd", "limit_tokens", "updated_at")
+    list_filter = ("period", "pooled", "group")
     search_fields = ("user__username", "group__name", "note")
     autocomplete_fields = ("user",)
-    fields = ("user", "group", "period", "limit_usd", "limit_tokens", "note")
+    fields = ("user", "group", "pooled", "period", "limit_usd", "limit_tokens", "note")
 
 
 @admin.register(UsageDaily)

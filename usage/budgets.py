@@ -1,14 +1,16 @@
 """Budgets: what a user may still spend, and the checks before each upstream call.
 
 Rules (each has a test):
-- Every budget that applies to a user is enforced — their own, and each of their groups' (a group budget
-  is per member). So the tightest one wins.
+- Every budget that applies to a user is enforced — their own, and each of their groups'. A group budget
+  is per member, or `pooled`: the members' spend together (a team budget). So the tightest one wins.
 - Spend is read from the daily rollup (finished attempts, deleted conversations included).
 - Before a reply starts (send, new conversation, Retry, Continue), the caller holds a lock on the user's
   row, and the reply is accepted only while spent + reserved < limit for every budget, where each reply
   still streaming reserves the most one round of its output can cost (CHAT_MAX_TOKENS at its model's
   output price; CHAT_MAX_TOKENS tokens for token budgets). Two sends at the last cent are serialized by
-  the lock, and the second sees the first's reservation.
+  the lock, and the second sees the first's reservation. A pooled budget counts every member's spend and
+  reservations, and its own row is locked too (after the user row, in id order), so two members at the
+  group's last cent are serialized the same way.
 - Before each later tool round, the reply itself checks spent + its own usage so far < limit (real
   spend only; other replies' reservations do not end a reply already running). A round already streaming
   always finishes."""
@@ -16,6 +18,7 @@ Rules (each has a test):
 from __future__ import annotations
 
 import calendar
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
@@ -62,6 +65,7 @@ class BudgetStatus:
     reserved: Decimal
     group_name: str  # empty for the user's own budget
     resets_on: date
+    pooled: bool = False  # a group budget counting all its members' spend
 
     @property
     def used(self) -> Decimal:
@@ -89,7 +93,7 @@ class BudgetStatus:
     @property
     def label(self) -> str:
         owner = f"The {self.group_name} group's" if self.group_name else "Your"
-        per = " per member" if self.group_name else ""
+        per = (" shared by its members" if self.pooled else " per member") if self.group_name else ""
         return f"{owner} {self.period} budget of {self.amount(self.limit)}{per}"
 
     @property
@@ -130,14 +134,14 @@ class Spend:
     day_tokens: int
 
 
-def spend(*, user_id: int, today: date) -> Spend:
-    """This month's and today's finished spend, in one query on the rollup."""
+def spend(*, user_ids: Sequence[int], today: date) -> Spend:
+    """This month's and today's finished spend of these users together, in one query on the rollup."""
     month = Q(day__gte=today.replace(day=1), day__lte=today)
     day = Q(day=today)
     tokens = (
         Sum("input_tokens") + Sum("output_tokens") + Sum("cache_creation_tokens") + Sum("cache_read_tokens")
     )
-    row = UsageDaily.objects.filter(month, user_id=user_id).aggregate(
+    row = UsageDaily.objects.filter(month, user_id__in=user_ids).aggregate(
         month_cost=Sum("cost"),
         month_tokens=tokens,
         day_cost=Sum("cost", filter=day),
@@ -156,11 +160,11 @@ def spend(*, user_id: int, today: date) -> Spend:
     )
 
 
-def reservations(*, user_id: int, exclude_reply_id: int | None = None) -> tuple[Decimal, int]:
-    """What the user's replies still streaming may cost: per reply, one round's maximum output."""
+def reservations(*, user_ids: Sequence[int], exclude_reply_id: int | None = None) -> tuple[Decimal, int]:
+    """What these users' replies still streaming may cost: per reply, one round's maximum output."""
     from chat.models import Message
 
-    streaming = Message.objects.filter(status=Message.Status.STREAMING, conversation__user_id=user_id)
+    streaming = Message.objects.filter(status=Message.Status.STREAMING, conversation__user_id__in=user_ids)
     if exclude_reply_id is not None:
         streaming = streaming.exclude(pk=exclude_reply_id)
     models = list(streaming.values_list("model", flat=True))
@@ -179,19 +183,38 @@ def budget_statuses(
     extra_tokens: int = 0,
     reserve: bool = True,
     exclude_reply_id: int | None = None,
+    lock_pooled: bool = False,
 ) -> list[BudgetStatus]:
     """Every budget applying to the user, measured now. `extra_*`: usage not yet in the rollup (the running
-    reply's own rounds). `reserve`: count replies still streaming (see the module's rules)."""
+    reply's own rounds). `reserve`: count replies still streaming (see the module's rules). `lock_pooled`:
+    lock the pooled budgets' rows first (inside the caller's transaction)."""
     budgets = applicable_budgets(user_id=user_id)
     if not budgets:
         return []
+    if lock_pooled and any(b.pooled for b in budgets):
+        pooled_ids = sorted(b.pk for b in budgets if b.pooled)
+        list(Budget.objects.select_for_update().filter(pk__in=pooled_ids).order_by("pk").values_list("pk"))
     today = timezone.localdate()
-    used = spend(user_id=user_id, today=today)
-    reserved_usd, reserved_tokens = (
-        reservations(user_id=user_id, exclude_reply_id=exclude_reply_id) if reserve else (Decimal(0), 0)
-    )
+    measured: dict[tuple[int, ...], tuple[Spend, Decimal, int]] = {}
+
+    def usage_of(user_ids: tuple[int, ...]) -> tuple[Spend, Decimal, int]:
+        if user_ids not in measured:
+            reserved = (
+                reservations(user_ids=user_ids, exclude_reply_id=exclude_reply_id)
+                if reserve
+                else (Decimal(0), 0)
+            )
+            measured[user_ids] = (spend(user_ids=user_ids, today=today), *reserved)
+        return measured[user_ids]
+
     statuses = []
     for budget in budgets:
+        members = (
+            tuple(sorted(budget.group.user_set.values_list("pk", flat=True)))
+            if budget.pooled and budget.group is not None
+            else (user_id,)
+        )
+        used, reserved_usd, reserved_tokens = usage_of(members)
         monthly = budget.period == Budget.Period.MONTHLY
         in_tokens = budget.limit_tokens is not None
         if in_tokens:
@@ -212,6 +235,7 @@ def budget_statuses(
                 reserved=reserved,
                 group_name=budget.group.name if budget.group else "",
                 resets_on=period_end(budget.period, today),
+                pooled=budget.pooled,
             )
         )
     return statuses
@@ -228,7 +252,7 @@ def check_can_start(*, user_id: int) -> None:
     """Raise a ValidationError saying which budget is used up and when it resets. The caller holds the
     user's row lock (see `lock_user`) inside its transaction, so the check and the new reply row commit
     together."""
-    blocking = [s for s in budget_statuses(user_id=user_id) if s.exhausted]
+    blocking = [s for s in budget_statuses(user_id=user_id, lock_pooled=True) if s.exhausted]
     if blocking:
         # Of several exhausted budgets, name the one that resets last: until then nothing can be sent.
         worst = max(blocking, key=lambda s: s.resets_on)

@@ -44,8 +44,9 @@ class ModelPrice(models.Model):
 
 
 class Budget(models.Model):
-    """A spending cap for one user, or for each member of a Django group (a group budget applies to every
-    member separately). Every budget that applies to a user is enforced, so the tightest one wins."""
+    """A spending cap for one user, or for a Django group: either for each member separately, or, `pooled`,
+    for the members' spend together (a team budget). Every budget that applies to a user is enforced, so the
+    tightest one wins."""
 
     class Period(models.TextChoices):
         DAILY = "daily", "Daily"
@@ -67,6 +68,13 @@ class Budget(models.Model):
     limit_tokens = models.PositiveBigIntegerField(
         "limit (tokens)", null=True, blank=True, help_text="All tokens: input, output, cache write and read."
     )
+    pooled = models.BooleanField(
+        "shared by the group",
+        default=False,
+        db_default=False,  # rows written outside the ORM (SQL, older code mid-deploy) are per member
+        help_text="Group budgets only: the members' spend counts together (a team budget). Unticked, each "
+        "member has this budget for themselves.",
+    )
     note = models.CharField(max_length=200, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -87,10 +95,16 @@ class Budget(models.Model):
                 name="budget_usd_xor_tokens",
                 violation_error_message="A budget limits dollars or tokens: set exactly one.",
             ),
+            models.CheckConstraint(
+                condition=Q(pooled=False) | Q(group__isnull=False),
+                name="budget_pooled_needs_group",
+                violation_error_message="Only a group's budget can be shared by its members.",
+            ),
         ]
 
     def __str__(self) -> str:
-        who = f"user {self.user}" if self.user_id else f"group {self.group}"
+        shared = " (shared)" if self.pooled else ""
+        who = f"user {self.user}" if self.user_id else f"group {self.group}{shared}"
         limit = f"${self.limit_usd}" if self.limit_usd is not None else f"{self.limit_tokens:,} tokens"
         return f"{self.get_period_display()} {limit} for {who}"
 

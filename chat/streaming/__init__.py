@@ -3,15 +3,29 @@ from any process. What views and signals use is exported here; the modules behin
 
 - `producer`: calls the model, runs tools, publishes each delta to the channel layer;
 - `subscriber`: one SSE stream from a character offset, with no gap and no duplicate;
+- `admission`: at most CHAT_MAX_ACTIVE_REPLIES replies per process; a start past it is refused at once;
+- `metrics`: this process's numbers for `/metrics` (cheap counters on the hot path, read at scrape);
 - `flusher`: saves every local reply and renews its lease on a throttle; `lifecycle`: start, reap, and
   drain (on shutdown: refuse new replies, let running ones finish, save the rest as interrupted);
 - `pubsub` (names and message shapes), `layers` (the in-memory layer), `db` (background ORM threads),
   `sse` (framing), `tasks` (detached tasks).
 
-Import order has no cycle: tasks, db, sse, pubsub, layers ← flusher ← producer ← lifecycle; subscriber."""
+Import order has no cycle: tasks, db, sse, pubsub, layers, admission ← metrics ← flusher ← producer ←
+lifecycle; subscriber."""
 
+from chat.streaming.admission import Slot as ReplySlot
+from chat.streaming.admission import holding as holding_reply_slot
+from chat.streaming.admission import reserve as reserve_reply_slot
 from chat.streaming.caps import open_stream_slot
-from chat.streaming.lifecycle import DrainReport, drain, is_draining, start_reply, with_background_tasks
+from chat.streaming.lifecycle import (
+    REQUEST_ARRIVED,
+    DrainReport,
+    drain,
+    is_draining,
+    start_reply,
+    with_background_tasks,
+)
+from chat.streaming.metrics import REGISTRY as METRICS_REGISTRY
 from chat.streaming.pubsub import (
     aend_reply_streams,
     aend_session_streams,
@@ -24,7 +38,10 @@ from chat.streaming.pubsub import (
 from chat.streaming.subscriber import reply_events
 
 __all__ = [
+    "METRICS_REGISTRY",
+    "REQUEST_ARRIVED",
     "DrainReport",
+    "ReplySlot",
     "aend_reply_streams",
     "aend_session_streams",
     "aend_user_streams",
@@ -32,10 +49,12 @@ __all__ = [
     "end_reply_streams",
     "end_session_streams",
     "end_user_streams",
+    "holding_reply_slot",
     "is_draining",
     "open_stream_slot",
     "reply_events",
     "request_stop",
+    "reserve_reply_slot",
     "start_reply",
     "with_background_tasks",
 ]

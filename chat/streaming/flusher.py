@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 
+from chat.streaming import metrics
 from chat.streaming.store import areplies_save_batch
 from chat.streaming.tasks import spawn
 
@@ -73,7 +74,9 @@ async def flush_once() -> None:
             renew.append(reply_id)
     if not saves and not renew:
         return
+    began = time.perf_counter()
     result = await areplies_save_batch(saves=saves, renew=renew, thinking=thinking)
+    metrics.FLUSH.observe(time.perf_counter() - began)  # queueing on the database thread included
     for reply_id, text, _ in saves:
         if reply_id in _replies:
             _replies[reply_id].saved_length = len(text)

@@ -12,7 +12,7 @@ from typing import Any
 
 from django.conf import settings
 
-from chat.streaming import flusher, pubsub
+from chat.streaming import admission, flusher, metrics, pubsub
 from chat.streaming.producer import produce_reply
 from chat.streaming.store import areplies_reap_expired
 from chat.streaming.tasks import running_tasks, spawn
@@ -22,6 +22,8 @@ logger = logging.getLogger(__name__)
 Scope = dict[str, Any]
 ASGIApp = Callable[[Scope, Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Awaitable[None]]
 
+# The ASGI scope key holding when a request arrived (time.monotonic()); see `with_background_tasks`.
+REQUEST_ARRIVED = "chat.arrived_at"
 # How long the replies still running when a drain ends may take to save themselves as interrupted.
 FINAL_SAVE_SECONDS = 10.0
 
@@ -30,6 +32,7 @@ _replies: set[asyncio.Task[Any]] = set()  # this process's running generations
 _draining = False
 
 __all__ = [
+    "REQUEST_ARRIVED",
     "DrainReport",
     "drain",
     "ensure_reaper",
@@ -44,11 +47,21 @@ __all__ = [
 def start_reply(reply_id: int) -> asyncio.Task[Any]:
     """Generate reply `reply_id` (a committed STREAMING row) in this process, detached from the request.
     Views check `is_draining()` first; a reply whose row was committed before the drain began still runs
-    here, and the drain waits for it like any other."""
+    here, and the drain waits for it like any other. The task takes over the admission slot the request
+    reserved (see `admission`) and gives it back when it ends, however it ends."""
     ensure_reaper()
     task = spawn(produce_reply(reply_id), name=f"reply-{reply_id}")
+    slot = admission.claim()  # after spawn: if that failed, the request's slot is still given back
+    if slot.requested_at is not None:
+        metrics.reply_requested(reply_id, slot.requested_at)
     _replies.add(task)
-    task.add_done_callback(_replies.discard)
+
+    def ended(task: asyncio.Task[Any]) -> None:
+        _replies.discard(task)
+        slot.release()
+        metrics.forget(reply_id)
+
+    task.add_done_callback(ended)
     return task
 
 
@@ -129,6 +142,8 @@ def with_background_tasks(app: ASGIApp) -> ASGIApp:
         scope: Scope, receive: Callable[[], Awaitable[Any]], send: Callable[[Any], Awaitable[None]]
     ) -> None:
         if scope["type"] == "http":
+            # When the request arrived, before any middleware: where the first-token time `added` starts.
+            scope.setdefault(REQUEST_ARRIVED, time.monotonic())
             ensure_reaper()
         await app(scope, receive, send)
 

@@ -33,7 +33,7 @@ from chat.providers import (
 )
 from chat.rendering import block_html, tool_call_html
 from chat.selectors import THINKING_TYPES, prefill_thinking, provider_history, split_prefill
-from chat.streaming import flusher, pubsub
+from chat.streaming import flusher, metrics, pubsub
 from chat.streaming.db import background_db
 from chat.streaming.store import areply_check_budget, areply_finish, areply_save_blocks
 from chat.text import clean_model_data, clean_model_text
@@ -58,6 +58,7 @@ class ReplyState:
     round_start: int = 0  # offset in `text` where the current round's text starts
     started: float = field(default_factory=time.monotonic)
     first_token_at: float | None = None
+    upstream_sent_at: float | None = None  # when the round that may bring the first token was requested
     stop_reason: str = ""  # why we are ending early: "stopped" / "gone"
     input_tokens: int | None = None  # summed over rounds
     output_tokens: int | None = None
@@ -264,6 +265,7 @@ async def produce_reply(reply_id: int) -> None:
             await asyncio.shield(_close(state, outcome, control_channel))
         finally:
             flusher.unregister(reply_id)  # only now: until the final save, the lease is ours
+            metrics.reply_ended(outcome.status)
 
 
 async def _generate(state: ReplyState, request: ReplyRequest, *, user_id: int) -> Finished | None:
@@ -304,26 +306,36 @@ async def _stream_round(state: ReplyState, provider: Any, request: ReplyRequest)
     prefill = state.text[state.round_start :] if request.messages[-1]["role"] == "assistant" else ""
     # Model output is cleaned here, where it enters the reply (NUL and lone surrogates become U+FFFD, one
     # character for one): what subscribers are sent is what the database can store, offset for offset.
-    async with contextlib.aclosing(provider.stream(request)) as events:
-        async for item in events:
-            if isinstance(item, TextDelta):
-                if state.first_token_at is None:
-                    state.first_token_at = time.monotonic()
-                await _publish_text(state, clean_model_text(item.text))
-            elif isinstance(item, ThinkingDelta):
-                if state.first_token_at is None:
-                    state.first_token_at = time.monotonic()
-                await _publish_thinking(state, clean_model_text(item.text))
-            elif isinstance(item, Started):
-                state.model = item.model
-                state.round_started = item
-            elif isinstance(item, ToolCallStarted):
-                await _publish_tool(state, clean_model_text(item.id), clean_model_text(item.name))
-            elif isinstance(item, ToolCallReady):
-                tool_id, name = clean_model_text(item.id), clean_model_text(item.name)
-                await _publish_tool(state, tool_id, name, arguments=clean_model_data(item.input))
-            else:
-                finished = dataclasses.replace(item, content=clean_model_data(item.content))
+    if state.first_token_at is None:
+        state.upstream_sent_at = time.monotonic()
+    try:
+        async with contextlib.aclosing(provider.stream(request)) as events:
+            async for item in events:
+                if isinstance(item, TextDelta):
+                    metrics.counts.upstream_deltas += 1
+                    if state.first_token_at is None:
+                        _first_token(state)
+                    await _publish_text(state, clean_model_text(item.text))
+                elif isinstance(item, ThinkingDelta):
+                    metrics.counts.upstream_deltas += 1
+                    if state.first_token_at is None:
+                        _first_token(state)
+                    await _publish_thinking(state, clean_model_text(item.text))
+                elif isinstance(item, Started):
+                    state.model = item.model
+                    state.round_started = item
+                elif isinstance(item, ToolCallStarted):
+                    await _publish_tool(state, clean_model_text(item.id), clean_model_text(item.name))
+                elif isinstance(item, ToolCallReady):
+                    tool_id, name = clean_model_text(item.id), clean_model_text(item.name)
+                    await _publish_tool(state, tool_id, name, arguments=clean_model_data(item.input))
+                else:
+                    finished = dataclasses.replace(item, content=clean_model_data(item.content))
+    except ReplyFailure as failure:  # the provider's own failures (a used-up budget is raised elsewhere)
+        metrics.upstream_error(failure.code)
+        raise
+    if finished is None or finished.stop_reason is None:  # ended cleanly but without its stop reason
+        metrics.upstream_error("truncated")
     state.round_started = None
     if finished is not None:
         state.add_usage(finished)
@@ -337,6 +349,12 @@ async def _stream_round(state: ReplyState, provider: Any, request: ReplyRequest)
             finished.content[:0] = state.prefill_thinking
             state.prefill_thinking = []
     return finished
+
+
+def _first_token(state: ReplyState) -> None:
+    state.first_token_at = time.monotonic()
+    sent_at = state.upstream_sent_at if state.upstream_sent_at is not None else state.started
+    metrics.upstream_first_token(state.reply_id, state.first_token_at - sent_at)
 
 
 async def _publish_text(state: ReplyState, text: str) -> None:

@@ -20,7 +20,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from chat.models import Message
-from chat.streaming import flusher, pubsub, sse
+from chat.streaming import flusher, metrics, pubsub, sse
 from chat.streaming.caps import final_renders
 from chat.streaming.db import background_db
 from chat.streaming.store import areplies_reap_expired
@@ -88,17 +88,21 @@ async def reply_events(
     `thinking_offset` of the extended thinking; `done`: the page already shows the rendered Markdown blocks
     up to that offset. It also ends, with an `ended` event, when its user's or session's streams are ended
     (logout, deactivation)."""
-    yield sse.OPEN
-    subscription = _Subscription(
-        reply_id,
-        offset,
-        user_id=user_id,
-        session_key=session_key,
-        thinking_offset=thinking_offset,
-        done=done,
-    )
-    async for frame in subscription.run():
-        yield frame
+    metrics.counts.subscribers += 1
+    try:
+        yield sse.OPEN
+        subscription = _Subscription(
+            reply_id,
+            offset,
+            user_id=user_id,
+            session_key=session_key,
+            thinking_offset=thinking_offset,
+            done=done,
+        )
+        async for frame in subscription.run():
+            yield frame
+    finally:
+        metrics.counts.subscribers -= 1
 
 
 class _Subscription:
@@ -124,6 +128,7 @@ class _Subscription:
         self.inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.sync_asked_at: float | None = None
         self.checked_at = time.monotonic()
+        self.awaiting_first_token = True  # until this stream reports the reply's first delta (metrics)
 
     async def run(self) -> AsyncIterator[bytes]:
         channel = await pubsub.new_channel()
@@ -251,6 +256,7 @@ class _Subscription:
         for at, kind, html in sorted(markers):
             if self.sent < at <= end:
                 fresh, self.sent = text[self.sent - start : at - start], at
+                self._count_text(len(fresh))
                 yield sse.text_event("delta", fresh, event_id=self._position())
             if kind == 0:
                 self.block_end = at
@@ -259,6 +265,7 @@ class _Subscription:
                 yield sse.event("tool", html, event_id=self._position())
         if end > self.sent:
             fresh, self.sent = text[self.sent - start :], end
+            self._count_text(len(fresh))
             yield sse.text_event("delta", fresh, event_id=self._position())
 
     def _thinking_frames(self, start: int, text: str) -> Iterator[bytes]:
@@ -266,7 +273,20 @@ class _Subscription:
         end = start + len(text)
         if end > self.thinking_sent:
             fresh, self.thinking_sent = text[self.thinking_sent - start :], end
+            counts = metrics.counts
+            counts.thinking_events += 1
+            counts.thinking_chars += len(fresh)
+            if self.awaiting_first_token:
+                self.awaiting_first_token = metrics.first_delta_sent(self.reply_id)
             yield sse.text_event("thinking", fresh, event_id=self._position())
+
+    def _count_text(self, chars: int) -> None:
+        """A `delta` event of `chars` characters goes out (metrics; no lock, no allocation)."""
+        counts = metrics.counts
+        counts.text_events += 1
+        counts.text_chars += chars
+        if self.awaiting_first_token:
+            self.awaiting_first_token = metrics.first_delta_sent(self.reply_id)
 
     def _position(self) -> str:
         return sse.stream_position(self.sent, self.thinking_sent)
@@ -295,6 +315,7 @@ class _Subscription:
             yield frame
         if len(content) > self.sent:
             fresh, self.sent = content[self.sent :], len(content)
+            self._count_text(len(fresh))
             yield sse.text_event("delta", fresh, event_id=self._position())
         # Every subscriber asks at `end`: render the finished reply once for all of them.
         key = (self.reply_id, snapshot.finished_at, len(content))

@@ -44,6 +44,7 @@ class DaphneProcess:
     name: str
     port: int = field(default_factory=free_port)
     args: tuple[str, ...] = ()  # extra daphne options, e.g. ("--proxy-headers",)
+    ready_path: str = "/accounts/login/"  # answers 200 once the process serves (/healthz needs no database)
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -72,7 +73,7 @@ class DaphneProcess:
             if self.process.poll() is not None:
                 raise RuntimeError(f"daphne {self.name} exited: {self.log()}")
             try:
-                with urlopen(self.url + "/accounts/login/", timeout=2) as response:
+                with urlopen(self.url + self.ready_path, timeout=2) as response:
                     if response.status == 200:
                         return self
             except OSError:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable
 
 from chat.models import Conversation, Message
@@ -13,11 +14,14 @@ async def start_conversation(client: AsgiClient, text: str = "Hi there") -> tupl
     """POST the first message; return the conversation, its reply row and the reply's stream path."""
     response = await client.request("POST", "/c/start/", data={"text": text})
     assert response.status == 200, response.text
-    conversation = await Conversation.objects.alast()
-    assert conversation is not None
-    reply = await Message.objects.filter(conversation=conversation, role="assistant").alast()
-    assert reply is not None
-    return conversation, reply, stream_path(response.text)
+    path = stream_path(response.text)
+    # From this response, not "the newest row": another client may be starting a conversation meanwhile.
+    match = re.match(r"/c/(\d+)/m/(\d+)/stream/", path)
+    assert match, path
+    reply = await Message.objects.select_related("conversation").aget(
+        pk=int(match[2]), conversation_id=int(match[1]), role="assistant"
+    )
+    return reply.conversation, reply, path
 
 
 async def follow(client: AsgiClient, path: str, timeout: float = 20.0) -> tuple[Stream, list[SSEEvent]]:
