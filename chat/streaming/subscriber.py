@@ -28,6 +28,7 @@ from chat.streaming.store import areplies_reap_expired
 TICK = 1.0  # seconds between liveness checks while nothing arrives
 SYNC_PATIENCE = 3.0  # seconds to wait for the producer's sync answer before consulting the database
 DB_CHECK_EVERY = 5.0  # seconds between database checks on a quiet stream
+OPENING_ENDS = (pubsub.THINKING, pubsub.END, pubsub.CLOSE)  # what ends the hold of live text at the start
 
 # Why a stream was ended on purpose (pubsub.CLOSE), as the page says it. The reply itself is not stopped.
 ENDED_NOTICES = {
@@ -175,6 +176,11 @@ class _Subscription:
     async def _follow(self, channel: str) -> AsyncIterator[bytes]:
         keepalive = settings.CHAT_KEEPALIVE_SECONDS
         last_frame = time.monotonic()
+        # Until the first sync answer arrives (it always begins with the thinking, possibly empty), live text
+        # is held: a reply that thought before this stream subscribed would otherwise show its live answer
+        # text before the thinking it missed (the page's order: thinking, then answer).
+        opening: float | None = last_frame
+        held: list[dict[str, Any]] = []
         while True:
             try:
                 messages = await self._next_messages()
@@ -185,7 +191,19 @@ class _Subscription:
                     yield sse.HEARTBEAT
                 if await self._producer_gone(now, channel):
                     messages = [{"type": pubsub.END}]
+                elif not held:
+                    continue
                 else:
+                    messages = []
+            messages, held = held + messages, []
+            if opening is not None:
+                if (
+                    any(m["type"] in OPENING_ENDS for m in messages)
+                    or time.monotonic() - opening >= SYNC_PATIENCE
+                ):
+                    opening = None
+                else:
+                    held = messages
                     continue
             frames: list[bytes] = []
             ended = False
