@@ -16,7 +16,7 @@ AsyncView = Callable[..., Awaitable[HttpResponseBase]]
 def signed_in_required(view: AsyncView) -> AsyncView:
     """`login_required` for an async view, minus its thread: Django's evaluates `user.is_authenticated`
     through `sync_to_async`, which starts the request's own thread (see chat.handlers). `request.auser()`
-    loads the session and user on the engine's database threads (chat.middleware_inline). Same answer for
+    loads the session and user on the request database threads (chat.middleware_inline). Same answer for
     an anonymous request: a redirect to LOGIN_URL with `next`."""
 
     @functools.wraps(view)

@@ -8,12 +8,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db.models import Q, QuerySet
 from django.shortcuts import get_object_or_404
 
 from chat.models import Attachment, Conversation, Message, Share
+from chat.streaming.db import request_db
 
 THINKING_TYPES = ("thinking", "redacted_thinking")
 
@@ -78,7 +78,7 @@ def conversation_get(*, user: Any, pk: int) -> Conversation:
 
 
 async def aconversation_get(*, user: Any, pk: int) -> Conversation:
-    return await database_sync_to_async(conversation_get)(user=user, pk=pk)
+    return await request_db(conversation_get)(user=user, pk=pk)
 
 
 def message_get(*, user: Any, conversation_pk: int, pk: int) -> Message:
@@ -91,7 +91,7 @@ def message_get(*, user: Any, conversation_pk: int, pk: int) -> Message:
 
 
 async def amessage_get(*, user: Any, conversation_pk: int, pk: int) -> Message:
-    return await database_sync_to_async(message_get)(user=user, conversation_pk=conversation_pk, pk=pk)
+    return await request_db(message_get)(user=user, conversation_pk=conversation_pk, pk=pk)
 
 
 def attachment_for_viewer(*, user: Any, pk: int) -> Attachment:

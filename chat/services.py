@@ -1,6 +1,8 @@
 """Every write to conversations and messages that a user's request makes. Keyword-only, typed, synchronous,
-each with its async twin (`amessage_send` beside `message_send`) for the async views: the twin runs it in
-`database_sync_to_async`, so a request never pins a database connection between writes. The streaming
+each with its async twin (`amessage_send` beside `message_send`) for the async views: the twin runs it on
+the request database threads (`chat.streaming.db.request_db`: no new thread or SQLite connection per call;
+on PostgreSQL the connection goes back to the pool after each call, so a request never pins one between
+writes). The streaming
 engine's own writes (saving partial text, leases, the final row) are in `chat.streaming.store`."""
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
-from channels.db import database_sync_to_async
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
@@ -26,9 +27,10 @@ from chat import throttling
 from chat.attachments import inspect_upload, make_thumbnail, safe_name
 from chat.models import Attachment, Conversation, Message, Share
 from chat.selectors import newest_leaf, transcript
+from chat.streaming.db import request_db
 from chat.streaming.store import lease_deadline
 from chat.text import has_unstorable
-from usage.budgets import check_can_start, lock_user
+from usage.budgets import check_can_start
 
 TITLE_LENGTH = 60
 
@@ -296,11 +298,12 @@ def _lock_user(user_id: int) -> None:
     list(User.objects.select_for_update().filter(pk=user_id).values_list("pk", flat=True))
 
 
-def _check_capacity(conversation: Conversation) -> None:
+def _check_capacity(conversation: Conversation, *, new: bool = False) -> None:
     """Call with the user's row locked (`_lock_user`). Refuses a start when the conversation is already
-    generating, or when the user has CHAT_MAX_CONCURRENT_PER_USER replies generating."""
+    generating, or when the user has CHAT_MAX_CONCURRENT_PER_USER replies generating. `new`: the
+    conversation was created in this transaction, so nothing in it can be generating."""
     streaming = Message.objects.filter(status=Message.Status.STREAMING)
-    if streaming.filter(conversation=conversation).exists():
+    if not new and streaming.filter(conversation=conversation).exists():
         raise ValidationError(
             "Wait for the current reply to finish, or stop it, before sending.", code="busy"
         )
@@ -328,14 +331,15 @@ def _check_rate(conversation: Conversation) -> None:
 
 
 def _check_budget(conversation: Conversation) -> None:
-    """Refuse a new upstream call when a budget is used up. The user's row lock makes concurrent sends of
-    one user check one after another, each seeing the replies the others started (see usage.budgets)."""
-    lock_user(user_id=conversation.user_id)
+    """Refuse a new upstream call when a budget is used up. Call with the user's row locked (`_lock`,
+    as every caller does): concurrent sends of one user then check one after another, each seeing the
+    replies the others started (see usage.budgets)."""
     check_can_start(user_id=conversation.user_id)
 
 
-def _new_reply(conversation: Conversation, *, parent: Message) -> Message:
-    """An empty streaming reply to `parent`, made the end of the visible path."""
+def _new_reply(conversation: Conversation, *, parent: Message, also_save: Sequence[str] = ()) -> Message:
+    """An empty streaming reply to `parent`, made the end of the visible path. `also_save`: conversation
+    fields changed by the caller, saved in the same UPDATE."""
     reply = Message.objects.create(
         conversation=conversation,
         parent=parent,
@@ -345,14 +349,17 @@ def _new_reply(conversation: Conversation, *, parent: Message) -> Message:
         lease_expires_at=lease_deadline(),
     )
     conversation.current = reply
-    conversation.save(update_fields=["current", "updated_at"])
+    conversation.save(update_fields=["current", "updated_at", *also_save])
     return reply
 
 
-def _lock(conversation: Conversation) -> Conversation:
+def _lock(conversation: Conversation, *, new: bool = False) -> Conversation:
     """Lock the conversation row (two concurrent writes cannot both pass the capacity check) and read
-    its current path end afresh."""
+    its current path end afresh. `new`: created in this transaction, so only the user's row needs the
+    lock (no other request can see the conversation yet) and it has no path."""
     _lock_user(conversation.user_id)  # always the user's row first, then the conversation's: no deadlock
+    if new:
+        return conversation
     locked = Conversation.objects.select_for_update().get(pk=conversation.pk)
     if locked.current_id is None:  # rows written without the services: the newest one ends the path
         locked.current_id = (
@@ -379,10 +386,12 @@ def _add_user_message(
         Attachment.objects.filter(pk__in=[a.pk for a in attachments]).update(
             conversation=conversation, message=user_message
         )
+    titled: list[str] = []
     if not conversation.title:
         conversation.title = title_from_text(text or ", ".join(a.original_name for a in attachments))
-        conversation.save(update_fields=["title", "updated_at"])
-    return SentMessage(user_message=user_message, reply=_new_reply(conversation, parent=user_message))
+        titled.append("title")
+    reply = _new_reply(conversation, parent=user_message, also_save=titled)
+    return SentMessage(user_message=user_message, reply=reply)
 
 
 @transaction.atomic
@@ -390,12 +399,18 @@ def message_send(*, conversation: Conversation, text: str, attachment_ids: Seque
     """Commit the user's text (and attach its pending attachments) and the empty reply row together,
     before any model is called; both go at the end of the visible path. With attachments, the text may be
     empty."""
+    return _send(conversation, text=text, attachment_ids=attachment_ids)
+
+
+def _send(
+    conversation: Conversation, *, text: str, attachment_ids: Sequence[int], new: bool = False
+) -> SentMessage:
     if not (attachment_ids and not text.strip()):
         text = clean_message_text(text)
     else:
         text = ""
-    _lock(conversation)
-    _check_capacity(conversation)
+    _lock(conversation, new=new)
+    _check_capacity(conversation, new=new)
     _check_budget(conversation)
     attachments = _claim_attachments(conversation=conversation, ids=attachment_ids)
     _check_rate(conversation)
@@ -444,7 +459,7 @@ def conversation_start(
 ) -> SentMessage:
     """A new conversation with its first message, or nothing at all if the message is refused."""
     conversation = conversation_create(user=user, model=model)
-    return message_send(conversation=conversation, text=text, attachment_ids=attachment_ids)
+    return _send(conversation, text=text, attachment_ids=attachment_ids, new=True)
 
 
 @transaction.atomic
@@ -505,7 +520,7 @@ def message_request_stop(*, reply: Message) -> bool:
 async def aconversation_start(
     *, user: User, text: str, model: str = "", attachment_ids: Sequence[int] = ()
 ) -> SentMessage:
-    return await database_sync_to_async(conversation_start)(
+    return await request_db(conversation_start)(
         user=user, text=text, model=model, attachment_ids=attachment_ids
     )
 
@@ -513,34 +528,32 @@ async def aconversation_start(
 async def amessage_send(
     *, conversation: Conversation, text: str, attachment_ids: Sequence[int] = ()
 ) -> SentMessage:
-    return await database_sync_to_async(message_send)(
-        conversation=conversation, text=text, attachment_ids=attachment_ids
-    )
+    return await request_db(message_send)(conversation=conversation, text=text, attachment_ids=attachment_ids)
 
 
 async def amessage_edit(*, message: Message, text: str) -> SentMessage:
-    return await database_sync_to_async(message_edit)(message=message, text=text)
+    return await request_db(message_edit)(message=message, text=text)
 
 
 async def abranch_switch(*, message: Message) -> Message:
-    return await database_sync_to_async(branch_switch)(message=message)
+    return await request_db(branch_switch)(message=message)
 
 
 async def amessage_retry(*, reply: Message) -> Message:
-    return await database_sync_to_async(message_retry)(reply=reply)
+    return await request_db(message_retry)(reply=reply)
 
 
 async def amessage_continue(*, reply: Message) -> Message:
-    return await database_sync_to_async(message_continue)(reply=reply)
+    return await request_db(message_continue)(reply=reply)
 
 
 async def amessage_request_stop(*, reply: Message) -> bool:
-    return await database_sync_to_async(message_request_stop)(reply=reply)
+    return await request_db(message_request_stop)(reply=reply)
 
 
 async def aattachment_create(*, owner: User, data: bytes, name: str) -> Attachment:
-    return await database_sync_to_async(attachment_create)(owner=owner, data=data, name=name)
+    return await request_db(attachment_create)(owner=owner, data=data, name=name)
 
 
 async def aattachment_discard(*, owner: User, pk: int) -> bool:
-    return await database_sync_to_async(attachment_discard)(owner=owner, pk=pk)
+    return await request_db(attachment_discard)(owner=owner, pk=pk)

@@ -7,8 +7,6 @@ from collections.abc import Callable, Coroutine
 from functools import partial, wraps
 from typing import Any, Concatenate, ParamSpec
 
-from asgiref.sync import sync_to_async
-from channels.db import database_sync_to_async
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.middleware import get_user
@@ -47,7 +45,7 @@ from chat.streaming import (
     sse,
     start_reply,
 )
-from chat.streaming.db import background_db
+from chat.streaming.db import request_db
 from usage import selectors as usage_selectors
 
 PAGE = "chat/conversation.html"
@@ -158,7 +156,7 @@ async def _message_list(request: HtmxHttpRequest, conversation_pk: int) -> HttpR
     if not request.htmx:
         return redirect("chat:conversation", pk=conversation_pk)
     conversation = await _owned_conversation(request, conversation_pk)
-    messages = await database_sync_to_async(selectors.transcript)(conversation=conversation)
+    messages = await request_db(selectors.transcript)(conversation=conversation)
     return await _render(request, PAGE + "#message-list", {"messages": messages})
 
 
@@ -173,9 +171,9 @@ async def message_edit(request: HtmxHttpRequest, pk: int, message_pk: int) -> Ht
     try:
         sent = await services.amessage_edit(message=message, text=request.POST.get("text", ""))
     except ValidationError as error:
-        return await sync_to_async(_error)(request, error)
+        return await request_db(_error)(request, error)
     except OperationalError:
-        return await sync_to_async(_error)(request, DATABASE_BUSY, status=503)
+        return await request_db(_error)(request, DATABASE_BUSY, status=503)
     response = await _message_list(request, pk)  # before the reply starts: see message_retry
     start_reply(sent.reply.pk)
     return response
@@ -212,7 +210,7 @@ async def _refused_as_busy(request: HtmxHttpRequest) -> HttpResponse:
         f"second{'s' if seconds != 1 else ''}.",
         code="busy",
     )
-    response = await sync_to_async(_error)(request, busy, status=503)
+    response = await request_db(_error)(request, busy, status=503)
     response["Retry-After"] = str(seconds)
     return response
 
@@ -221,7 +219,7 @@ async def _refused_while_draining(request: HtmxHttpRequest) -> HttpResponse | No
     """A 503 with the composer's error, before anything is saved, if this process is shutting down."""
     if not is_draining():
         return None
-    response = await sync_to_async(_error)(request, DRAINING, status=503)
+    response = await request_db(_error)(request, DRAINING, status=503)
     response["Retry-After"] = "5"
     return response
 
@@ -229,8 +227,9 @@ async def _refused_while_draining(request: HtmxHttpRequest) -> HttpResponse | No
 async def _render(
     request: HtmxHttpRequest, template: str, context: dict[str, Any], **kwargs: Any
 ) -> HttpResponse:
-    # Templates may touch request.user (a lazy sync lookup), so render where sync code is allowed.
-    return await sync_to_async(render)(request, template, context, **kwargs)
+    # Templates may touch request.user (a lazy sync lookup) and run queries, so render where sync code is
+    # allowed: on the request database threads (no new thread, no new SQLite connection, per render).
+    return await request_db(render)(request, template, context, **kwargs)
 
 
 async def _signed_in_user(request: HtmxHttpRequest) -> User:
@@ -266,15 +265,15 @@ async def conversation_start(request: HtmxHttpRequest) -> HttpResponse:
             attachment_ids=_attachment_ids(request),
         )
     except ValidationError as error:
-        return await sync_to_async(_error)(request, error)
+        return await request_db(_error)(request, error)
     except OperationalError:  # e.g. SQLite's write lock timed out under load: the transaction rolled back
-        return await sync_to_async(_error)(request, DATABASE_BUSY, status=503)
+        return await request_db(_error)(request, DATABASE_BUSY, status=503)
     start_reply(sent.reply.pk)
     conversation = sent.reply.conversation
     url = reverse("chat:conversation", args=[conversation.pk])
     if not request.htmx:
         return redirect(url)
-    context = await sync_to_async(_page_context)(request, conversation)
+    context = await request_db(_page_context)(request, conversation)
     response = await _render(request, PAGE + "#chat-pane", {**context, "oob_sidebar": True})
     response["HX-Push-Url"] = url
     return response
@@ -294,18 +293,18 @@ async def message_send(request: HtmxHttpRequest, pk: int) -> HttpResponse:
             attachment_ids=_attachment_ids(request),
         )
     except ValidationError as error:
-        return await sync_to_async(_error)(request, error)
+        return await request_db(_error)(request, error)
     except OperationalError:  # e.g. SQLite's write lock timed out under load: the transaction rolled back
-        return await sync_to_async(_error)(request, DATABASE_BUSY, status=503)
+        return await request_db(_error)(request, DATABASE_BUSY, status=503)
     start_reply(sent.reply.pk)
     if not request.htmx:
         return redirect("chat:conversation", pk=pk)
     return await _render(request, PAGE + "#exchange", {"exchange": [sent.user_message, sent.reply]})
 
 
-@background_db
+@request_db
 def _stream_subject(request: HttpRequest, pk: int, message_pk: int) -> tuple[Any, Message | None]:
-    """The signed-in user (session and user row) and their reply, in one call on the engine's database
+    """The signed-in user (session and user row) and their reply, in one call on the request database
     threads; no message for an anonymous request."""
     user = get_user(request)
     if not user.is_authenticated:
@@ -321,7 +320,7 @@ async def message_stream(request: HtmxHttpRequest, pk: int, message_pk: int) -> 
 
     It holds no thread and no database connection while it streams (measured: a thread and ~150 KB of RSS
     per open stream otherwise; chat/handlers.py): the session, user and message are loaded in one call on
-    the engine's database threads, and nothing here calls `sync_to_async` (hence no `login_required`)."""
+    the request database threads, and nothing here calls `sync_to_async` (hence no `login_required`)."""
     user, message = await _stream_subject(request, pk, message_pk)
     if message is None:
         return redirect_to_login(request.get_full_path())
@@ -393,7 +392,7 @@ async def message_retry(request: HtmxHttpRequest, pk: int, message_pk: int) -> H
     try:
         reply = await services.amessage_retry(reply=message)
     except ValidationError as error:
-        return await sync_to_async(_error)(request, error, status=409)
+        return await request_db(_error)(request, error, status=409)
     if answered_later:  # what followed the old reply leaves the page with it
         # Rendered before the reply starts, as the other answers are: a fast reply could otherwise be over
         # before the list is read, and the page would get no stream to follow (the text is the same).
@@ -414,7 +413,7 @@ async def message_continue(request: HtmxHttpRequest, pk: int, message_pk: int) -
     try:
         reply = await services.amessage_continue(reply=message)
     except ValidationError as error:
-        return await sync_to_async(_error)(request, error, status=409)
+        return await request_db(_error)(request, error, status=409)
     start_reply(reply.pk)
     return await _reply_fragment(request, reply)
 

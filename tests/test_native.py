@@ -16,7 +16,9 @@ from django.contrib.auth.models import User
 
 from chat import services
 from chat.models import Attachment, Conversation, Message
+from chat.streaming import pubsub
 from chat.streaming.sse import parse_position, stream_position
+from chat.streaming.store import lease_deadline
 from tests.support.asgi_client import AsgiClient, SSEEvent, stream_path
 from tests.support.caching import without_breakpoints
 from tests.support.fake_anthropic import (
@@ -301,6 +303,47 @@ async def test_thinking_resumes_after_a_reconnect_without_gap_or_duplicate(
     assert thought(rest) == "" and streamed_text(rest) == "ends."
     reply = await reload(await Message.objects.filter(conversation=conversation, role="assistant").alast())  # type: ignore[arg-type]
     assert reply.thinking == "First thought. Second thought." and reply.content == "Answer ends."
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_live_answer_text_that_overtakes_the_sync_answer_still_follows_the_missed_thinking(
+    alice: User, alice_client: AsgiClient
+) -> None:
+    """The order the subscriber must keep, forced rather than waited for: this test plays the producer on the
+    real channel layer, and sends live answer text to the new subscriber before answering its sync (which
+    carries the thinking it missed). The page still gets the thinking first, then the answer, once each.
+    (Before the fix the held live text went out first: `test_thinking_resumes_after_a_reconnect...` failed
+    about 1 run in 8 that way.)"""
+    conversation = await sync_to_async(services.conversation_create)(user=alice)
+    question = await Message.objects.acreate(conversation=conversation, role="user", content="Think")
+    reply = await Message.objects.acreate(
+        conversation=conversation,
+        parent=question,
+        role="assistant",
+        status=Message.Status.STREAMING,
+        lease_expires_at=lease_deadline(),
+        thinking="First thought. ",
+    )
+    producer = await pubsub.new_channel()
+    assert await pubsub.join(producer, [pubsub.control_group(reply.pk)])
+    stream = await alice_client.open_stream(
+        f"/c/{conversation.pk}/m/{reply.pk}/stream/", headers={"Last-Event-ID": stream_position(0, 15)}
+    )
+    sync = await pubsub.layer().receive(producer)  # the subscriber has joined its groups, and asks
+    assert (sync["type"], sync["offset"], sync["thinking_offset"]) == (pubsub.SYNC, 0, 15)
+    await pubsub.publish(pubsub.audience_group(reply.pk), pubsub.chunk(0, "Answer "))
+    await pubsub.send(sync["reply_to"], pubsub.thinking(15, "Second thought."))
+    await pubsub.send(sync["reply_to"], pubsub.chunk(0, "Answer "))
+    await pubsub.publish(pubsub.audience_group(reply.pk), pubsub.chunk(7, "ends."))
+    seen = [await stream.next_event()]
+    while seen[-1].data != "ends.":
+        seen.append(await stream.next_event())
+    await stream.disconnect()
+    assert [(e.event, html.unescape(e.data), e.id) for e in seen] == [
+        ("thinking", "Second thought.", stream_position(0, 30)),
+        ("delta", "Answer ", stream_position(7, 30)),
+        ("delta", "ends.", stream_position(12, 30)),
+    ]
 
 
 @pytest.mark.django_db(transaction=True)

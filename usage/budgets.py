@@ -250,8 +250,9 @@ def tightest(statuses: list[BudgetStatus]) -> BudgetStatus | None:
 
 def check_can_start(*, user_id: int) -> None:
     """Raise a ValidationError saying which budget is used up and when it resets. The caller holds the
-    user's row lock (see `lock_user`) inside its transaction, so the check and the new reply row commit
-    together."""
+    user's row lock (`SELECT … FOR UPDATE`, taken by chat.services before anything else; SQLite's
+    IMMEDIATE transactions serialize every writer anyway) inside its transaction, so the check and the new
+    reply row commit together."""
     blocking = [s for s in budget_statuses(user_id=user_id, lock_pooled=True) if s.exhausted]
     if blocking:
         # Of several exhausted budgets, name the one that resets last: until then nothing can be sent.
@@ -276,14 +277,6 @@ def check_next_round(
         return None
     worst = max(blocking, key=lambda s: s.resets_on)
     return ReplyFailure("budget", worst.stopped())
-
-
-def lock_user(*, user_id: int) -> None:
-    """Serialize budget checks of one user (SELECT … FOR UPDATE on the user row; SQLite's IMMEDIATE
-    transactions already serialize every writer)."""
-    from django.contrib.auth import get_user_model
-
-    get_user_model().objects.select_for_update().filter(pk=user_id).values_list("pk", flat=True).first()
 
 
 def resets_at(status: BudgetStatus) -> datetime:

@@ -202,6 +202,10 @@ class _Subscription:
                     or time.monotonic() - opening >= SYNC_PATIENCE
                 ):
                     opening = None
+                    # Thinking first, whatever the order things arrived in: live answer text held while
+                    # waiting comes before the sync answer that ends the hold, and that answer's thinking
+                    # must still go out first. Two offset spaces, so reordering loses and repeats nothing.
+                    messages.sort(key=lambda m: m["type"] != pubsub.THINKING)
                 else:
                     held = messages
                     continue
