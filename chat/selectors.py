@@ -150,6 +150,14 @@ def transcript(*, conversation: Conversation) -> list[Message]:
     return path
 
 
+def fresh_path(messages: list[Message]) -> list[Message]:
+    """`messages`, just written in one transaction as a new conversation's whole path, as `transcript`
+    would return them (each with its `branches`: the only one), without reading them back."""
+    for message in messages:
+        message.branches = _branches([message.pk], message.pk)
+    return messages
+
+
 def all_branches(*, conversation: Conversation) -> list[Message]:
     """Every message of every branch, in the order they were written (for export and review)."""
     return list(conversation.messages.order_by("created_at", "id").prefetch_related("attachments"))

@@ -35,6 +35,7 @@ from chat.forms import ConversationSettingsForm
 from chat.models import Conversation, Message
 from chat.streaming import (
     REQUEST_ARRIVED,
+    astart_reply,
     end_reply_streams,
     holding_reply_slot,
     is_draining,
@@ -96,7 +97,10 @@ def login_locked_out(request: HttpRequest, *args: object, **kwargs: object) -> H
     )
 
 
-def _page_context(request: HtmxHttpRequest, conversation: Conversation | None) -> dict[str, Any]:
+def _page_context(
+    request: HtmxHttpRequest, conversation: Conversation | None, *, messages: list[Message] | None = None
+) -> dict[str, Any]:
+    """The page's context; `messages`: the visible path when the caller has it already."""
     query = request.GET.get("q", "")
     context: dict[str, Any] = {
         "conversation": conversation,
@@ -106,7 +110,9 @@ def _page_context(request: HtmxHttpRequest, conversation: Conversation | None) -
         "budget_notice": partial(usage_selectors.budget_notice, user=request.user),
     }
     if conversation is not None:
-        context["messages"] = selectors.transcript(conversation=conversation)
+        context["messages"] = (
+            messages if messages is not None else selectors.transcript(conversation=conversation)
+        )
         context["settings_form"] = ConversationSettingsForm(
             initial={
                 "title": conversation.title,
@@ -268,12 +274,15 @@ async def conversation_start(request: HtmxHttpRequest) -> HttpResponse:
         return await request_db(_error)(request, error)
     except OperationalError:  # e.g. SQLite's write lock timed out under load: the transaction rolled back
         return await request_db(_error)(request, DATABASE_BUSY, status=503)
-    start_reply(sent.reply.pk)
+    await astart_reply(sent.reply.pk)
     conversation = sent.reply.conversation
     url = reverse("chat:conversation", args=[conversation.pk])
     if not request.htmx:
         return redirect(url)
-    context = await request_db(_page_context)(request, conversation)
+    # The whole path is the two new rows: shown as the service returned them (no read, and the reply is
+    # always shown streaming, with its stream to follow, however fast it finishes).
+    path = selectors.fresh_path([sent.user_message, sent.reply])
+    context = await request_db(_page_context)(request, conversation, messages=path)
     response = await _render(request, PAGE + "#chat-pane", {**context, "oob_sidebar": True})
     response["HX-Push-Url"] = url
     return response
@@ -296,7 +305,7 @@ async def message_send(request: HtmxHttpRequest, pk: int) -> HttpResponse:
         return await request_db(_error)(request, error)
     except OperationalError:  # e.g. SQLite's write lock timed out under load: the transaction rolled back
         return await request_db(_error)(request, DATABASE_BUSY, status=503)
-    start_reply(sent.reply.pk)
+    await astart_reply(sent.reply.pk)
     if not request.htmx:
         return redirect("chat:conversation", pk=pk)
     return await _render(request, PAGE + "#exchange", {"exchange": [sent.user_message, sent.reply]})
@@ -399,7 +408,7 @@ async def message_retry(request: HtmxHttpRequest, pk: int, message_pk: int) -> H
         response = retarget(reswap(await _message_list(request, pk), "outerHTML"), "#messages")
         start_reply(reply.pk)
         return response
-    start_reply(reply.pk)
+    await astart_reply(reply.pk)
     return await _reply_fragment(request, reply)
 
 
@@ -414,7 +423,7 @@ async def message_continue(request: HtmxHttpRequest, pk: int, message_pk: int) -
         reply = await services.amessage_continue(reply=message)
     except ValidationError as error:
         return await request_db(_error)(request, error, status=409)
-    start_reply(reply.pk)
+    await astart_reply(reply.pk)
     return await _reply_fragment(request, reply)
 
 

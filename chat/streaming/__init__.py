@@ -20,6 +20,7 @@ from chat.streaming.caps import open_stream_slot
 from chat.streaming.lifecycle import (
     REQUEST_ARRIVED,
     DrainReport,
+    astart_reply,
     drain,
     is_draining,
     start_reply,
@@ -45,6 +46,7 @@ __all__ = [
     "aend_reply_streams",
     "aend_session_streams",
     "aend_user_streams",
+    "astart_reply",
     "drain",
     "end_reply_streams",
     "end_session_streams",

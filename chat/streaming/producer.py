@@ -34,7 +34,7 @@ from chat.providers import (
 from chat.rendering import block_html, tool_call_html
 from chat.selectors import THINKING_TYPES, prefill_thinking, provider_history, split_prefill
 from chat.streaming import flusher, metrics, pubsub
-from chat.streaming.db import background_db
+from chat.streaming.db import request_db
 from chat.streaming.store import areply_check_budget, areply_finish, areply_save_blocks
 from chat.text import clean_model_data, clean_model_text
 from chat.tools import ToolContext, enabled_tools, get_tool
@@ -59,6 +59,9 @@ class ReplyState:
     started: float = field(default_factory=time.monotonic)
     first_token_at: float | None = None
     upstream_sent_at: float | None = None  # when the round that may bring the first token was requested
+    # Resolved when the first upstream request is being sent (or the reply ends first): `astart_reply`
+    # waits for it, so the start's page render does not compete with the request for the GIL.
+    requesting: asyncio.Future[None] | None = None
     stop_reason: str = ""  # why we are ending early: "stopped" / "gone"
     input_tokens: int | None = None  # summed over rounds
     output_tokens: int | None = None
@@ -173,7 +176,7 @@ class Loaded:
     prefill_thinking: list[dict[str, Any]]
 
 
-@background_db
+@request_db  # part of starting a reply: never queued behind the flusher's saves on the background threads
 def _load(reply_id: int) -> Loaded | None:
     reply = Message.objects.select_related("conversation").filter(pk=reply_id).first()
     if reply is None or reply.status != Message.Status.STREAMING:
@@ -207,12 +210,22 @@ def _load(reply_id: int) -> Loaded | None:
     )
 
 
-async def produce_reply(reply_id: int) -> None:
-    """Generate reply `reply_id` (a STREAMING row) to the end, whatever happens to its viewers."""
+async def produce_reply(reply_id: int, *, requesting: asyncio.Future[None] | None = None) -> None:
+    """Generate reply `reply_id` (a STREAMING row) to the end, whatever happens to its viewers.
+    `requesting` is resolved once the first upstream request is being sent, or when the reply ends
+    before that (see `lifecycle.astart_reply`)."""
+    try:
+        await _produce(reply_id, requesting)
+    finally:
+        _resolve(requesting)
+
+
+async def _produce(reply_id: int, requesting: asyncio.Future[None] | None) -> None:
     loaded = await _load(reply_id)
     if loaded is None:
         return
     state = ReplyState(
+        requesting=requesting,
         reply_id=reply_id,
         text=loaded.text,
         context=loaded.context,
@@ -308,6 +321,7 @@ async def _stream_round(state: ReplyState, provider: Any, request: ReplyRequest)
     # character for one): what subscribers are sent is what the database can store, offset for offset.
     if state.first_token_at is None:
         state.upstream_sent_at = time.monotonic()
+    _resolve(state.requesting)
     try:
         async with contextlib.aclosing(provider.stream(request)) as events:
             async for item in events:
@@ -349,6 +363,11 @@ async def _stream_round(state: ReplyState, provider: Any, request: ReplyRequest)
             finished.content[:0] = state.prefill_thinking
             state.prefill_thinking = []
     return finished
+
+
+def _resolve(future: asyncio.Future[None] | None) -> None:
+    if future is not None and not future.done():
+        future.set_result(None)
 
 
 def _first_token(state: ReplyState) -> None:
