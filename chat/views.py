@@ -254,6 +254,13 @@ async def _owned_message(request: HtmxHttpRequest, pk: int, message_pk: int) -> 
     return await selectors.amessage_get(user=await request.auser(), conversation_pk=pk, pk=message_pk)
 
 
+def _render_pane(request: HtmxHttpRequest, conversation: Conversation, path: list[Message]) -> HttpResponse:
+    """The new conversation's pane and, out of band, the sidebar: its reads and its render in one trip
+    to the request database threads (each trip is a hand-off of the GIL between threads)."""
+    context = {**_page_context(request, conversation, messages=path), "oob_sidebar": True}
+    return render(request, PAGE + "#chat-pane", context)
+
+
 @login_required
 @require_POST
 @admitted
@@ -282,8 +289,7 @@ async def conversation_start(request: HtmxHttpRequest) -> HttpResponse:
     # The whole path is the two new rows: shown as the service returned them (no read, and the reply is
     # always shown streaming, with its stream to follow, however fast it finishes).
     path = selectors.fresh_path([sent.user_message, sent.reply])
-    context = await request_db(_page_context)(request, conversation, messages=path)
-    response = await _render(request, PAGE + "#chat-pane", {**context, "oob_sidebar": True})
+    response = await request_db(_render_pane)(request, conversation, path)
     response["HX-Push-Url"] = url
     return response
 
