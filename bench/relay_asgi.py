@@ -20,6 +20,8 @@ from urllib.parse import parse_qs
 import anthropic
 import httpx2
 
+from chatsite.memtrace import install_from_env
+
 
 def _load_sse() -> Any:
     """The app's framing module, loaded by path: importing the `chat.streaming` package would set up Django,
@@ -121,3 +123,6 @@ async def application(scope: Scope, receive: Receive, send: Send) -> None:
             await relay
     finally:
         watcher.cancel()
+
+
+install_from_env()  # as the app does (CHAT_TRACEMALLOC_DIR): the same heap snapshots, to compare

@@ -21,6 +21,7 @@ from django.urls import get_resolver  # noqa: E402
 from twisted.internet.defer import Deferred  # noqa: E402  (does not install a reactor)
 
 from chat.streaming import drain, with_background_tasks  # noqa: E402
+from chatsite.memtrace import install_from_env  # noqa: E402
 
 application = ProtocolTypeRouter({"http": with_background_tasks(django_asgi_app)})
 
@@ -42,6 +43,9 @@ def freeze_startup_heap() -> None:
 
 
 freeze_startup_heap()
+# Heap snapshots on SIGUSR1 when CHAT_TRACEMALLOC_DIR is set (docs/notes/memory.md): from here on, so that
+# tracing does not slow the start-up (several-fold with 25 frames); what is measured is growth after it.
+install_from_env()
 
 
 def drain_before_shutdown() -> bool:
