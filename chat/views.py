@@ -26,7 +26,7 @@ from django.shortcuts import redirect, render
 from django.template.defaultfilters import filesizeformat
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
-from django_htmx.http import HttpResponseClientRedirect, reswap, retarget
+from django_htmx.http import HttpResponseClientRedirect, push_url, reswap, retarget
 from django_htmx.middleware import HtmxDetails
 
 from chat import selectors, services, throttling
@@ -177,9 +177,9 @@ async def message_edit(request: HtmxHttpRequest, pk: int, message_pk: int) -> Ht
     try:
         sent = await services.amessage_edit(message=message, text=request.POST.get("text", ""))
     except ValidationError as error:
-        return await request_db(_error)(request, error)
+        return await _aerror(request, error)
     except OperationalError:
-        return await request_db(_error)(request, DATABASE_BUSY, status=503)
+        return await _aerror(request, DATABASE_BUSY, status=503)
     response = await _message_list(request, pk)  # before the reply starts: see message_retry
     start_reply(sent.reply.pk)
     return response
@@ -203,9 +203,11 @@ def _error(request: HtmxHttpRequest, error: ValidationError, *, status: int = 42
     if retry_after is not None:
         response["Retry-After"] = str(retry_after)
     if request.htmx:
-        response["HX-Retarget"] = "#composer-error"
-        response["HX-Reswap"] = "outerHTML"
+        response = retarget(reswap(response, "outerHTML"), "#composer-error")
     return response
+
+
+_aerror = request_db(_error)
 
 
 async def _refused_as_busy(request: HtmxHttpRequest) -> HttpResponse:
@@ -216,7 +218,7 @@ async def _refused_as_busy(request: HtmxHttpRequest) -> HttpResponse:
         f"second{'s' if seconds != 1 else ''}.",
         code="busy",
     )
-    response = await request_db(_error)(request, busy, status=503)
+    response = await _aerror(request, busy, status=503)
     response["Retry-After"] = str(seconds)
     return response
 
@@ -225,17 +227,21 @@ async def _refused_while_draining(request: HtmxHttpRequest) -> HttpResponse | No
     """A 503 with the composer's error, before anything is saved, if this process is shutting down."""
     if not is_draining():
         return None
-    response = await request_db(_error)(request, DRAINING, status=503)
+    response = await _aerror(request, DRAINING, status=503)
     response["Retry-After"] = "5"
     return response
+
+
+# Renders (and the reads a template makes) run on the request database threads: no new thread, no new
+# SQLite connection, per render.
+_arender = request_db(render)
 
 
 async def _render(
     request: HtmxHttpRequest, template: str, context: dict[str, Any], **kwargs: Any
 ) -> HttpResponse:
-    # Templates may touch request.user (a lazy sync lookup) and run queries, so render where sync code is
-    # allowed: on the request database threads (no new thread, no new SQLite connection, per render).
-    return await request_db(render)(request, template, context, **kwargs)
+    # Templates may touch request.user (a lazy sync lookup) and run queries: render where sync code may run.
+    return await _arender(request, template, context, **kwargs)
 
 
 async def _signed_in_user(request: HtmxHttpRequest) -> User:
@@ -254,6 +260,7 @@ async def _owned_message(request: HtmxHttpRequest, pk: int, message_pk: int) -> 
     return await selectors.amessage_get(user=await request.auser(), conversation_pk=pk, pk=message_pk)
 
 
+@request_db
 def _render_pane(request: HtmxHttpRequest, conversation: Conversation, path: list[Message]) -> HttpResponse:
     """The new conversation's pane and, out of band, the sidebar: its reads and its render in one trip
     to the request database threads (each trip is a hand-off of the GIL between threads)."""
@@ -278,9 +285,9 @@ async def conversation_start(request: HtmxHttpRequest) -> HttpResponse:
             attachment_ids=_attachment_ids(request),
         )
     except ValidationError as error:
-        return await request_db(_error)(request, error)
+        return await _aerror(request, error)
     except OperationalError:  # e.g. SQLite's write lock timed out under load: the transaction rolled back
-        return await request_db(_error)(request, DATABASE_BUSY, status=503)
+        return await _aerror(request, DATABASE_BUSY, status=503)
     await astart_reply(sent.reply.pk)
     conversation = sent.reply.conversation
     url = reverse("chat:conversation", args=[conversation.pk])
@@ -289,9 +296,7 @@ async def conversation_start(request: HtmxHttpRequest) -> HttpResponse:
     # The whole path is the two new rows: shown as the service returned them (no read, and the reply is
     # always shown streaming, with its stream to follow, however fast it finishes).
     path = selectors.fresh_path([sent.user_message, sent.reply])
-    response = await request_db(_render_pane)(request, conversation, path)
-    response["HX-Push-Url"] = url
-    return response
+    return push_url(await _render_pane(request, conversation, path), url)
 
 
 @login_required
@@ -308,9 +313,9 @@ async def message_send(request: HtmxHttpRequest, pk: int) -> HttpResponse:
             attachment_ids=_attachment_ids(request),
         )
     except ValidationError as error:
-        return await request_db(_error)(request, error)
+        return await _aerror(request, error)
     except OperationalError:  # e.g. SQLite's write lock timed out under load: the transaction rolled back
-        return await request_db(_error)(request, DATABASE_BUSY, status=503)
+        return await _aerror(request, DATABASE_BUSY, status=503)
     await astart_reply(sent.reply.pk)
     if not request.htmx:
         return redirect("chat:conversation", pk=pk)
@@ -407,7 +412,7 @@ async def message_retry(request: HtmxHttpRequest, pk: int, message_pk: int) -> H
     try:
         reply = await services.amessage_retry(reply=message)
     except ValidationError as error:
-        return await request_db(_error)(request, error, status=409)
+        return await _aerror(request, error, status=409)
     if answered_later:  # what followed the old reply leaves the page with it
         # Rendered before the reply starts, as the other answers are: a fast reply could otherwise be over
         # before the list is read, and the page would get no stream to follow (the text is the same).
@@ -428,7 +433,7 @@ async def message_continue(request: HtmxHttpRequest, pk: int, message_pk: int) -
     try:
         reply = await services.amessage_continue(reply=message)
     except ValidationError as error:
-        return await request_db(_error)(request, error, status=409)
+        return await _aerror(request, error, status=409)
     await astart_reply(reply.pk)
     return await _reply_fragment(request, reply)
 

@@ -46,14 +46,15 @@ def _pool_max() -> int:
     return pool.get("max_size", 4) if isinstance(pool, dict) else 4
 
 
+# Threads per pool with SQLite (one writer at a time anyway; the request pool's second thread reads while
+# the first writes, under WAL). PostgreSQL: each pool up to four, never more than half the connection pool.
+_SQLITE_WORKERS = {"background": 1, "request": 2}
+
+
 def _pool(kind: str) -> ThreadPoolExecutor:
     executor = _executors.get(kind)
     if executor is None:
-        if kind == "background":
-            # each thread keeps a pooled connection: leave at least half the pool to requests
-            workers = 1 if _is_sqlite() else max(1, min(4, _pool_max() // 2))
-        else:
-            workers = 2 if _is_sqlite() else max(1, min(4, _pool_max() // 2))
+        workers = _SQLITE_WORKERS[kind] if _is_sqlite() else max(1, min(4, _pool_max() // 2))
         executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"chat-{kind}")
         _executors[kind] = executor
     return executor
@@ -75,26 +76,21 @@ def _call_and_release(fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> 
             connection.close()  # back to the pool (PostgreSQL): no slot is held between calls
 
 
-def background_db(fn: Callable[P, R]) -> Callable[P, Any]:
-    """Make a sync ORM function awaitable on the background database threads."""
-
+def _on_threads(kind: str, call: Callable[..., R], fn: Callable[P, R]) -> Callable[P, Any]:
     @functools.wraps(fn)
     async def run(*args: P.args, **kwargs: P.kwargs) -> R:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(_pool("background"), functools.partial(_call, fn, *args, **kwargs))
+        return await loop.run_in_executor(_pool(kind), functools.partial(call, fn, *args, **kwargs))
 
     return run
+
+
+def background_db(fn: Callable[P, R]) -> Callable[P, Any]:
+    """Make a sync ORM function awaitable on the background database threads."""
+    return _on_threads("background", _call, fn)
 
 
 def request_db(fn: Callable[P, R]) -> Callable[P, Any]:
     """Make a sync function awaitable on the request database threads (see the module's docstring): for
     a request's ORM work and renders, in place of `database_sync_to_async` / `sync_to_async`."""
-
-    @functools.wraps(fn)
-    async def run(*args: P.args, **kwargs: P.kwargs) -> R:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            _pool("request"), functools.partial(_call_and_release, fn, *args, **kwargs)
-        )
-
-    return run
+    return _on_threads("request", _call_and_release, fn)
