@@ -34,6 +34,8 @@ from channels.exceptions import ChannelFull
 from channels.layers import BaseChannelLayer, get_channel_layer
 from redis.exceptions import RedisError  # channels_redis's errors; harmless with the in-memory layer
 
+from chat.streaming.layers import LocalChannelLayer
+
 logger = logging.getLogger(__name__)
 
 CHUNK = "reply.chunk"
@@ -252,6 +254,22 @@ async def leave(channel: str, groups: Sequence[str]) -> None:
         # Each on its own: one failure must not keep the channel in the other groups (they expire anyway).
         discard = functools.partial(layer().group_discard, group, channel)
         await _quietly(f"group_discard of {channel}", discard)
+
+
+def attach(channel: str, sink: Callable[[dict[str, Any]], None]) -> bool:
+    """Have the layer hand each message for `channel` to `sink` as it is sent, when it can (the in-process
+    layer, chat.streaming.layers): no receive loop needed. False otherwise (Redis): read with `listen`."""
+    channel_layer = layer()
+    if not isinstance(channel_layer, LocalChannelLayer):
+        return False
+    channel_layer.attach(channel, sink)
+    return True
+
+
+def detach(channel: str) -> None:
+    channel_layer = layer()
+    if isinstance(channel_layer, LocalChannelLayer):
+        channel_layer.detach(channel)
 
 
 async def listen(

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from channels.exceptions import ChannelFull
 from django.conf import settings
 from django.template.loader import render_to_string
 from django.utils import timezone
@@ -36,6 +37,62 @@ ENDED_NOTICES = {
     "deactivated": "This account was deactivated, so the reply stopped streaming here.",
     "deleted": "This conversation was deleted.",
 }
+
+
+class Inbox:
+    """One subscriber's pending messages, in arrival order; its follow loop takes all of them at each
+    wake-up, so what queued while the client was being written to goes out as one write.
+
+    Bounded: past `capacity` messages a put raises ChannelFull and the message is dropped, as a full channel
+    does; the subscriber sees the gap in the offsets and syncs. So a stalled client costs at most that much.
+
+    A wait sets no timer of its own: one tick, armed when a wait begins and none is pending, ends whatever
+    wait is in progress `tick` seconds later (TimeoutError if nothing came). So a wait lasts at most `tick`,
+    and a busy stream costs one timer a second instead of one per delta."""
+
+    __slots__ = ("_capacity", "_items", "_tick", "_ticker", "_waiter")
+
+    def __init__(self, *, capacity: int, tick: float) -> None:
+        self._items: list[dict[str, Any]] = []
+        self._capacity = capacity
+        self._tick = tick
+        self._ticker: asyncio.TimerHandle | None = None
+        self._waiter: asyncio.Future[None] | None = None
+
+    def put(self, message: dict[str, Any]) -> None:
+        if len(self._items) >= self._capacity:
+            raise ChannelFull
+        self._items.append(message)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def take(self) -> list[dict[str, Any]]:
+        """Everything pending, waiting for the first message if there is none (TimeoutError at the tick)."""
+        if not self._items:
+            loop = asyncio.get_running_loop()
+            if self._ticker is None:
+                self._ticker = loop.call_later(self._tick, self._ring)
+            self._waiter = loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+            if not self._items:
+                raise TimeoutError
+        items, self._items = self._items, []
+        return items
+
+    def _ring(self) -> None:
+        self._ticker = None
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def close(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            self._ticker = None
 
 
 @dataclass(frozen=True)
@@ -126,17 +183,21 @@ class _Subscription:
         self.sent = max(0, offset)
         self.thinking_sent = max(0, thinking_offset)  # extended thinking: its own offset space
         self.block_end = max(0, min(done, self.sent))  # rendered blocks the page has end here
-        self.inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        # Woken at least once per heartbeat interval, so heartbeats go out on time when it is short.
+        tick = min(TICK, settings.CHAT_KEEPALIVE_SECONDS)
+        self.inbox = Inbox(capacity=pubsub.layer().get_capacity("subscriber"), tick=tick)
         self.sync_asked_at: float | None = None
         self.checked_at = time.monotonic()
         self.awaiting_first_token = True  # until this stream reports the reply's first delta (metrics)
 
     async def run(self) -> AsyncIterator[bytes]:
         channel = await pubsub.new_channel()
-        # Subscribe before reading the snapshot, so nothing published in between is missed. If the layer is
-        # down, the reader joins once it is back and then asks for a sync.
+        # In one process, the layer hands messages straight to the inbox (no reader task). Else a reader
+        # task receives them. Subscribe before reading the snapshot, so nothing published in between is
+        # missed. If the layer is down, the reader joins once it is back and then asks for a sync.
+        attached = pubsub.attach(channel, self.inbox.put)
         joined = await pubsub.join(channel, self.groups)
-        reader = asyncio.create_task(self._read(channel, joined))
+        reader = None if attached else asyncio.create_task(self._read(channel, joined))
         try:
             snapshot = await _snapshot(self.reply_id)
             if snapshot is None:
@@ -149,15 +210,22 @@ class _Subscription:
             async for frame in self._follow(channel):
                 yield frame
         finally:
-            await pubsub.stop_listening(reader, channel)
+            if reader is None:
+                pubsub.detach(channel)
+            else:
+                await pubsub.stop_listening(reader, channel)
+            self.inbox.close()
             await pubsub.leave(channel, self.groups)
 
     async def _read(self, channel: str, joined: bool) -> None:
-        # A dedicated reader task: cancelling a channels_redis receive() loses its buffer, so the
-        # follow loop waits on this queue, never on receive() itself. `listen` outlives quiet spells and
+        # A dedicated reader task (Redis): cancelling a channels_redis receive() loses its buffer, so the
+        # follow loop waits on the inbox, never on receive() itself. `listen` outlives quiet spells and
         # channel-layer failures; after one it yields RESUMED, and the follow loop syncs.
         async for message in pubsub.listen(channel, self.groups, joined=joined):
-            self.inbox.put_nowait(message)
+            try:
+                self.inbox.put(message)
+            except ChannelFull:  # dropped: the follow loop sees the gap and syncs
+                pass
 
     async def _ask_sync(self, channel: str) -> None:
         # If this is lost (layer down, producer busy), `_producer_gone` asks again after SYNC_PATIENCE.
@@ -183,7 +251,7 @@ class _Subscription:
         held: list[dict[str, Any]] = []
         while True:
             try:
-                messages = await self._next_messages()
+                messages = await self.inbox.take()
             except TimeoutError:
                 now = time.monotonic()
                 if now - last_frame >= keepalive:
@@ -252,18 +320,6 @@ class _Subscription:
                     async for frame in self._finish(snapshot):
                         yield frame
                 return
-
-    async def _next_messages(self) -> list[dict[str, Any]]:
-        """Everything queued now, waiting up to TICK for the first one (TimeoutError if none comes)."""
-        if self.inbox.empty():
-            # Wake at least once per heartbeat interval, so heartbeats go out on time when it is short.
-            async with asyncio.timeout(min(TICK, settings.CHAT_KEEPALIVE_SECONDS)):
-                batch = [await self.inbox.get()]
-        else:
-            batch = [self.inbox.get_nowait()]
-        while not self.inbox.empty():
-            batch.append(self.inbox.get_nowait())
-        return batch
 
     def _frames(
         self, start: int, text: str, tools: list[tuple[int, str]], blocks: list[Any] | None = None
