@@ -36,7 +36,7 @@ from django.core import signals
 from django.core.exceptions import ImproperlyConfigured, MiddlewareNotUsed, RequestAborted
 from django.core.handlers.asgi import ASGIHandler, get_script_prefix
 from django.core.handlers.exception import convert_exception_to_response
-from django.http import HttpResponseBase
+from django.http import HttpRequest, HttpResponseBase
 from django.urls import set_script_prefix
 from django.utils.module_loading import import_string
 
@@ -82,6 +82,23 @@ async def _request_finished(sender: type) -> None:
         await signals.request_finished.asend(sender=sender)
     else:
         signals.request_finished.send(sender=sender)
+
+
+# What `ASGIRequest.close()` uses: the uploaded files and the body stream.
+_KEPT_BY_SHED = frozenset({"_files", "_stream"})
+
+
+def shed(request: HttpRequest) -> None:
+    """Drop what a request holds once its streaming response exists, except what `close()` needs.
+
+    The response keeps `request.close` to call at the end, so without this an event stream keeps its whole
+    request alive for as long as it streams: headers, cookies, the query dicts, the resolver match, the
+    session and the user (traced: ~31 KB per open stream of Django objects, docs/notes/memory.md). The view
+    and the middleware have all returned by then; nothing reads the request again."""
+    attributes = vars(request)
+    kept = {name: value for name, value in attributes.items() if name in _KEPT_BY_SHED}
+    attributes.clear()
+    attributes.update(kept)
 
 
 class StreamingASGIHandler(ASGIHandler):
@@ -155,6 +172,8 @@ class StreamingASGIHandler(ASGIHandler):
 
         async def process_request(request: Any, send: Any) -> HttpResponseBase:
             response = await self.run_get_response(request)
+            if response.streaming:
+                shed(request)
             try:
                 await self.send_response(response, send)
             except asyncio.CancelledError:
@@ -197,4 +216,4 @@ def get_asgi_application() -> StreamingASGIHandler:
     return StreamingASGIHandler()
 
 
-__all__ = ["INLINE_ASYNC", "StreamingASGIHandler", "get_asgi_application", "request_thread_started"]
+__all__ = ["INLINE_ASYNC", "StreamingASGIHandler", "get_asgi_application", "request_thread_started", "shed"]

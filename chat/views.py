@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Coroutine
 from functools import partial, wraps
@@ -35,11 +36,13 @@ from chat.forms import ConversationSettingsForm
 from chat.models import Conversation, Message
 from chat.streaming import (
     REQUEST_ARRIVED,
+    PreparedReply,
     astart_reply,
     end_reply_streams,
     holding_reply_slot,
     is_draining,
     open_stream_slot,
+    prepare_reply,
     reply_events,
     request_stop,
     reserve_reply_slot,
@@ -48,6 +51,8 @@ from chat.streaming import (
 )
 from chat.streaming.db import request_db
 from usage import selectors as usage_selectors
+
+logger = logging.getLogger(__name__)
 
 PAGE = "chat/conversation.html"
 DATABASE_BUSY = ValidationError(
@@ -261,6 +266,22 @@ async def _owned_message(request: HtmxHttpRequest, pk: int, message_pk: int) -> 
 
 
 @request_db
+def _commit_and_prepare(
+    commit: Callable[[], services.SentMessage],
+) -> tuple[services.SentMessage, PreparedReply | None]:
+    """Run a service that commits a new exchange, then build its reply's first upstream request
+    (`prepare_reply`), in one trip to the request database threads: the producer then starts without
+    reading the reply again. Should preparing fail, the producer loads the reply itself (and fails it with
+    a reason if it must): the exchange is committed either way."""
+    sent = commit()
+    try:
+        return sent, prepare_reply(sent.reply)
+    except Exception:
+        logger.exception("preparing reply %s failed; its producer will load it", sent.reply.pk)
+        return sent, None
+
+
+@request_db
 def _render_pane(request: HtmxHttpRequest, conversation: Conversation, path: list[Message]) -> HttpResponse:
     """The new conversation's pane and, out of band, the sidebar: its reads and its render in one trip
     to the request database threads (each trip is a hand-off of the GIL between threads)."""
@@ -278,17 +299,20 @@ async def conversation_start(request: HtmxHttpRequest) -> HttpResponse:
         return refused
     text = request.POST.get("text", "")
     try:
-        sent = await services.aconversation_start(
-            user=user,
-            text=text,
-            model=request.POST.get("model", ""),
-            attachment_ids=_attachment_ids(request),
+        sent, prepared = await _commit_and_prepare(
+            partial(
+                services.conversation_start,
+                user=user,
+                text=text,
+                model=request.POST.get("model", ""),
+                attachment_ids=_attachment_ids(request),
+            )
         )
     except ValidationError as error:
         return await _aerror(request, error)
     except OperationalError:  # e.g. SQLite's write lock timed out under load: the transaction rolled back
         return await _aerror(request, DATABASE_BUSY, status=503)
-    await astart_reply(sent.reply.pk)
+    await astart_reply(sent.reply.pk, prepared=prepared)
     conversation = sent.reply.conversation
     url = reverse("chat:conversation", args=[conversation.pk])
     if not request.htmx:
@@ -307,16 +331,19 @@ async def message_send(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     if refused := await _refused_while_draining(request):
         return refused
     try:
-        sent = await services.amessage_send(
-            conversation=conversation,
-            text=request.POST.get("text", ""),
-            attachment_ids=_attachment_ids(request),
+        sent, prepared = await _commit_and_prepare(
+            partial(
+                services.message_send,
+                conversation=conversation,
+                text=request.POST.get("text", ""),
+                attachment_ids=_attachment_ids(request),
+            )
         )
     except ValidationError as error:
         return await _aerror(request, error)
     except OperationalError:  # e.g. SQLite's write lock timed out under load: the transaction rolled back
         return await _aerror(request, DATABASE_BUSY, status=503)
-    await astart_reply(sent.reply.pk)
+    await astart_reply(sent.reply.pk, prepared=prepared)
     if not request.htmx:
         return redirect("chat:conversation", pk=pk)
     return await _render(request, PAGE + "#exchange", {"exchange": [sent.user_message, sent.reply]})

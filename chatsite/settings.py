@@ -100,6 +100,8 @@ DATA_DIR = Path(env.str("DATA_DIR", default=str(BASE_DIR / "data")))
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{DATA_DIR / 'db.sqlite3'}")}
 _db = DATABASES["default"]
 if _db["ENGINE"] == "django.db.backends.sqlite3":
+    # Django's backend, with this process's writers queued on a lock, not on SQLite's sleeping busy handler.
+    _db["ENGINE"] = "chatsite.sqlite3"
     DATA_DIR.mkdir(parents=True, exist_ok=True)
     # Tests use a file too (not the in-memory shared cache, whose table locks production never sees).
     _db.setdefault("TEST", {"NAME": str(DATA_DIR / "test.sqlite3")})

@@ -27,6 +27,8 @@ from chat.streaming.lifecycle import (
     with_background_tasks,
 )
 from chat.streaming.metrics import REGISTRY as METRICS_REGISTRY
+from chat.streaming.producer import Loaded as PreparedReply
+from chat.streaming.producer import prepare_reply
 from chat.streaming.pubsub import (
     aend_reply_streams,
     aend_session_streams,
@@ -42,6 +44,7 @@ __all__ = [
     "METRICS_REGISTRY",
     "REQUEST_ARRIVED",
     "DrainReport",
+    "PreparedReply",
     "ReplySlot",
     "aend_reply_streams",
     "aend_session_streams",
@@ -54,6 +57,7 @@ __all__ = [
     "holding_reply_slot",
     "is_draining",
     "open_stream_slot",
+    "prepare_reply",
     "reply_events",
     "request_stop",
     "reserve_reply_slot",

@@ -14,7 +14,7 @@ from typing import Any
 from django.conf import settings
 
 from chat.streaming import admission, flusher, metrics, pubsub
-from chat.streaming.producer import produce_reply
+from chat.streaming.producer import Loaded, produce_reply
 from chat.streaming.store import areplies_reap_expired
 from chat.streaming.tasks import running_tasks, spawn
 
@@ -48,14 +48,16 @@ __all__ = [
 ]
 
 
-def start_reply(reply_id: int, *, requesting: asyncio.Future[None] | None = None) -> asyncio.Task[Any]:
+def start_reply(
+    reply_id: int, *, requesting: asyncio.Future[None] | None = None, prepared: Loaded | None = None
+) -> asyncio.Task[Any]:
     """Generate reply `reply_id` (a committed STREAMING row) in this process, detached from the request.
     Views check `is_draining()` first; a reply whose row was committed before the drain began still runs
     here, and the drain waits for it like any other. The task takes over the admission slot the request
     reserved (see `admission`) and gives it back when it ends, however it ends. `requesting`: see
-    `astart_reply`."""
+    `astart_reply`. `prepared`: the reply's `prepare_reply`, when the caller built it with the commit."""
     ensure_reaper()
-    task = spawn(produce_reply(reply_id, requesting=requesting), name=f"reply-{reply_id}")
+    task = spawn(produce_reply(reply_id, requesting=requesting, prepared=prepared), name=f"reply-{reply_id}")
     slot = admission.claim()  # after spawn: if that failed, the request's slot is still given back
     if slot.requested_at is not None:
         metrics.reply_requested(reply_id, slot.requested_at)
@@ -70,7 +72,9 @@ def start_reply(reply_id: int, *, requesting: asyncio.Future[None] | None = None
     return task
 
 
-async def astart_reply(reply_id: int, *, wait: float = START_WAIT_SECONDS) -> asyncio.Task[Any]:
+async def astart_reply(
+    reply_id: int, *, prepared: Loaded | None = None, wait: float = START_WAIT_SECONDS
+) -> asyncio.Task[Any]:
     """`start_reply`, then wait (at most `wait` seconds) until the reply's first upstream request is being
     sent: its row and history loaded, the request built. The view renders its answer after that.
 
@@ -79,7 +83,7 @@ async def astart_reply(reply_id: int, *, wait: float = START_WAIT_SECONDS) -> as
     is on the first token's path, while the page's answer is not (the stream catches up by offset). The
     wait is bounded, so a slow database never holds the page back for long."""
     requesting: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-    task = start_reply(reply_id, requesting=requesting)
+    task = start_reply(reply_id, requesting=requesting, prepared=prepared)
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(wait):
             await requesting
