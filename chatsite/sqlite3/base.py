@@ -9,9 +9,10 @@ behind the flusher's batch saves, took 7.6 ms on average and up to 181 ms, on th
 the transactions it waited for take 1-3 ms. A thread lock hands over the moment it is released.
 
 So a write transaction (`BEGIN IMMEDIATE`, Django's `transaction_mode`) and a write outside a transaction
-(an autocommit INSERT, UPDATE, DELETE or schema change) first take this process's lock for that file, waiting at
-most the `timeout` option, as SQLite would, then fail the same way ("database is locked"). Other processes
-on the same file (a management command, the tests' direct reads) still meet SQLite's own busy handler."""
+(an autocommit INSERT, UPDATE, DELETE or schema change) first take this process's lock for that database
+file, waiting at most the `timeout` option, as SQLite would, then fail the same way ("database is
+locked"). Other processes on the same file (a management command, the tests' direct reads) still meet
+SQLite's own busy handler."""
 
 from __future__ import annotations
 
