@@ -146,7 +146,7 @@ if REDIS_URL:
     }
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "BACKEND": "chat.streaming.layers.RedisLayer",  # channels_redis, fewer round trips
             "CONFIG": {"hosts": [_redis_host], "capacity": 1000, "expiry": 30},
         }
     }

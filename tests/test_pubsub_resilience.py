@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from channels_redis.core import RedisChannelLayer
 
 from chat.streaming import pubsub
+from chat.streaming.layers import RedisLayer
 from tests.support.cluster import RedisServer
 from tests.support.live_server import manage
 
@@ -38,11 +38,11 @@ def test_redis_reads_outlast_the_blocking_pop(tmp_path: Path) -> None:
     out = manage(env, "shell", "-c", "from django.conf import settings; print(repr(settings.CHANNEL_LAYERS))")
     layers: dict[str, Any] = ast.literal_eval(out.strip().splitlines()[-1])
     config = layers["default"]["CONFIG"]
-    layer = RedisChannelLayer(**config)
+    layer = RedisLayer(**config)
     for host in layer.hosts:
         pool = layer.create_pool(layer.hosts.index(host))
         timeout = pool.connection_kwargs.get("socket_timeout", 5)  # redis-py 8's default when unset
-        assert timeout is None or timeout > RedisChannelLayer.brpop_timeout, host
+        assert timeout is None or timeout > RedisLayer.brpop_timeout, host
         assert pool.connection_kwargs.get("socket_keepalive") is True
 
 
@@ -52,7 +52,7 @@ def restartable_redis(tmp_path: Path, settings: Any) -> Iterator[RedisServer]:
     server = RedisServer(tmp_path).start()
     settings.CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "BACKEND": "chat.streaming.layers.RedisLayer",
             "CONFIG": {"hosts": [{"address": server.url, "socket_timeout": 15, "socket_connect_timeout": 2}]},
         }
     }
@@ -151,4 +151,27 @@ async def test_stop_listening_ends_a_receive_loop_without_cancelling_it(
         for task in (looping, neighbour):
             task.cancel()
         await asyncio.gather(looping, neighbour, return_exceptions=True)
+        await layer.flush()
+
+
+@pytest.mark.redis
+async def test_group_sends_reach_every_member_once_and_survive_a_script_flush(
+    restartable_redis: RedisServer,
+) -> None:
+    """`RedisLayer.group_send` runs its script by hash: after Redis forgets its scripts (a restart, SCRIPT
+    FLUSH) the next send loads it again and is delivered all the same, to each member exactly once."""
+    layer = pubsub.layer()
+    first, second = await pubsub.new_channel(), await pubsub.new_channel()
+    assert await pubsub.join(first, ["audience"]) and await pubsub.join(second, ["audience"])
+    try:
+        await layer.group_send("nobody", {"type": "test.void"})  # an empty group: nothing to do, no error
+        await layer.group_send("audience", {"type": "test.one"})
+        await layer.connection(0).script_flush()
+        await layer.group_send("audience", {"type": "test.two"})
+        for channel in (first, second):
+            got = [(await asyncio.wait_for(layer.receive(channel), 10))["type"] for _ in range(2)]
+            assert got == ["test.one", "test.two"]
+        await layer.send(first, {"type": "test.alone"})  # nothing else was queued for it
+        assert (await asyncio.wait_for(layer.receive(first), 10))["type"] == "test.alone"
+    finally:
         await layer.flush()
