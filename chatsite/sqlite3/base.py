@@ -16,8 +16,10 @@ SQLite's own busy handler."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 from django.db.backends.sqlite3 import base
@@ -47,23 +49,25 @@ class SQLiteCursorWrapper(base.SQLiteCursorWrapper):
     writer: threading.Lock
     timeout = 5.0
 
-    def execute(self, query: str, params: Any = None) -> Any:
+    @contextlib.contextmanager
+    def _turn(self, query: str) -> Iterator[None]:
+        """The writer lock around an autocommit write; nothing for a read or inside a transaction."""
         if self.connection.in_transaction or not _WRITES.match(query):
-            return super().execute(query, params)
+            yield
+            return
         _acquire(self.writer, self.timeout)
         try:
-            return super().execute(query, params)
+            yield
         finally:
             self.writer.release()
 
+    def execute(self, query: str, params: Any = None) -> Any:
+        with self._turn(query):
+            return super().execute(query, params)
+
     def executemany(self, query: str, param_list: Any) -> Any:
-        if self.connection.in_transaction or not _WRITES.match(query):
+        with self._turn(query):
             return super().executemany(query, param_list)
-        _acquire(self.writer, self.timeout)
-        try:
-            return super().executemany(query, param_list)
-        finally:
-            self.writer.release()
 
 
 class DatabaseWrapper(base.DatabaseWrapper):
@@ -92,9 +96,10 @@ class DatabaseWrapper(base.DatabaseWrapper):
             self._release_writer()
             raise
 
-    def _release_writer(self) -> None:
-        # Only once the transaction has really ended: a COMMIT that failed leaves it open, still writing.
-        if self.holds_writer and (self.connection is None or not self.connection.in_transaction):
+    def _release_writer(self, *, ended: bool = False) -> None:
+        # Only once the transaction has really ended (`ended`: the connection was closed): a COMMIT that
+        # failed leaves it open, still writing.
+        if self.holds_writer and (ended or self.connection is None or not self.connection.in_transaction):
             self.holds_writer = False
             self._writer().release()
 
@@ -114,6 +119,4 @@ class DatabaseWrapper(base.DatabaseWrapper):
         try:
             return super()._close()  # type: ignore[misc]  # private in the stubs
         finally:
-            if self.holds_writer:  # closing ends whatever transaction was open
-                self.holds_writer = False
-                self._writer().release()
+            self._release_writer(ended=True)  # closing ends whatever transaction was open
