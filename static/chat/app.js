@@ -199,11 +199,14 @@
 
   // --- Auto-scroll that pauses when the user scrolls up ------------------------------------------
   let pinned = true;
+  const autoTop = new WeakMap();  // box → where our last automatic scroll left it (a swapped-in box: none)
   const scroller = () => document.getElementById("messages");
   const jump = () => document.querySelector(".jump-latest");
   const scrollToLatest = () => {
     const box = scroller();
-    if (box) box.scrollTop = box.scrollHeight;
+    if (!box) return;
+    box.scrollTop = box.scrollHeight;
+    autoTop.set(box, box.scrollTop);
   };
   document.addEventListener("scroll", (event) => {
     const box = scroller();
@@ -220,7 +223,20 @@
       scrollToLatest();
     }
   });
-  const follow = () => { if (pinned) scrollToLatest(); };
+  // Scroll events arrive a frame late: a delta landing between the reader's scroll up and its event must
+  // not pull the page back down. Scrolled up since our last automatic scroll (by more than the 48 px that
+  // count as "at the bottom") means the reader has left the bottom, whatever `pinned` still says.
+  const follow = () => {
+    const box = scroller();
+    if (!box || !pinned) return;
+    if (autoTop.has(box) && box.scrollTop < autoTop.get(box) - 48) {
+      pinned = false;
+      const button = jump();
+      if (button) button.hidden = false;
+      return;
+    }
+    scrollToLatest();
+  };
   document.addEventListener("htmx:sseMessage", follow);
   document.addEventListener("htmx:afterSettle", follow);
 

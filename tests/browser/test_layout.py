@@ -128,3 +128,28 @@ def test_page_weight(page: Page, upstream: FakeAnthropic) -> None:
     assert {name.rsplit("/", 1)[-1] for name, _ in entries} >= {"htmx.min.js", "app.js", "app.css"}
     assert all(size > 0 for _, size in entries), entries
     assert total <= PAGE_WEIGHT_LIMIT, entries
+
+
+def test_an_event_arriving_as_the_reader_scrolls_up_does_not_pull_the_page_back(
+    page: Page, upstream: FakeAnthropic
+) -> None:
+    """Scroll events reach the page a frame late. An SSE message handled in between (here in the same
+    task as the scroll, so always in between) used to see the page still "pinned" and scroll it back to the
+    bottom; the late scroll event then found it at the bottom and hid "Jump to latest" for good."""
+    gate = threading.Event()
+    upstream.enqueue(Text("".join(f"Line {i}.\n\n" for i in range(60))), Wait(gate, 30), Text("End."), End())
+    send(page, "Write a lot")
+    expect(last_reply(page).locator(".msg-streaming")).to_contain_text("Line 59")
+    messages = page.locator("#messages")
+    page.wait_for_function(
+        "(() => { const m = document.getElementById('messages');"
+        " return m.scrollHeight - m.scrollTop - m.clientHeight < 48; })()"
+    )
+    messages.evaluate(
+        "m => { m.scrollTo(0, 0); document.dispatchEvent(new CustomEvent('htmx:sseMessage',"
+        " {detail: {type: 'heartbeat', data: '1', lastEventId: ''}})); }"
+    )
+    expect(page.get_by_role("button", name="Jump to latest")).to_be_visible()
+    assert messages.evaluate("m => m.scrollTop") < 50
+    gate.set()
+    expect(finished_reply(page)).to_contain_text("End.")
