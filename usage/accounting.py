@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from datetime import date
 from decimal import Decimal
@@ -9,7 +10,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Count, DecimalField, F, Q, Sum, Value
+from django.db.models import Count, DecimalField, Q, Sum, Value
 from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
 
@@ -43,27 +44,49 @@ def prices_of(model: str, table: dict[str, Prices] | None = None) -> Prices:
 def record_attempt(
     *, user_id: int, model: str, usage: TokenUsage, cost: Decimal, failed: bool, ttft_ms: int | None
 ) -> None:
-    """Add one finished attempt of a reply to today's rollup row (created on first use). Increments are
-    single UPDATEs with F(), so concurrent finishes for the same user, day and model never lose a count.
-    Call inside the transaction that finishes the reply."""
-    row, _ = UsageDaily.objects.get_or_create(day=timezone.localdate(), user_id=user_id, model=model[:100])
-    changes: dict[str, object] = {
-        "replies": F("replies") + 1,
-        "errors": F("errors") + int(failed),
-        "input_tokens": F("input_tokens") + usage.input,
-        "output_tokens": F("output_tokens") + usage.output,
-        "cache_creation_tokens": F("cache_creation_tokens") + usage.cache_creation,
-        "cache_read_tokens": F("cache_read_tokens") + usage.cache_read,
-        "cost": F("cost") + cost,
+    """Add one finished attempt of a reply to today's rollup row (created on first use), in one statement:
+    INSERT … ON CONFLICT (day, user, model) DO UPDATE adding each counter (SQLite and PostgreSQL both
+    have it). Atomic on either database, so concurrent finishes for the same user, day and model never
+    lose a count. Measured: the ORM's get_or_create, then an UPDATE of ten F() expressions, were half the
+    CPU of finishing a reply (2-3 statements, most of it building the queries). Call inside the
+    transaction that finishes the reply."""
+    increments: dict[str, object] = {
+        "replies": 1,
+        "errors": int(failed),
+        "input_tokens": usage.input,
+        "output_tokens": usage.output,
+        "cache_creation_tokens": usage.cache_creation,
+        "cache_read_tokens": usage.cache_read,
+        "cost": cost,
+        "ttft_count": int(ttft_ms is not None),
+        "ttft_sum_ms": ttft_ms or 0,
+        **dict.fromkeys(TTFT_FIELDS, 0),
     }
     if ttft_ms is not None:
-        bucket = ttft_field(ttft_ms)
-        changes.update(
-            ttft_count=F("ttft_count") + 1,
-            ttft_sum_ms=F("ttft_sum_ms") + ttft_ms,
-            **{bucket: F(bucket) + 1},
-        )
-    UsageDaily.objects.filter(pk=row.pk).update(**changes)
+        increments[ttft_field(ttft_ms)] = 1
+    key: dict[str, object] = {"day": timezone.localdate(), "user": user_id, "model": model[:100]}
+    fields = {f.name: f for f in UsageDaily._meta.concrete_fields}
+    names = [*key, *increments]
+    params = [
+        fields[name].get_db_prep_save(value, connection) for name, value in {**key, **increments}.items()
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(_rollup_upsert_sql(connection.vendor, tuple(names), len(key)), params)
+
+
+@functools.cache
+def _rollup_upsert_sql(vendor: str, names: tuple[str, ...], key_length: int) -> str:
+    """The upsert of `record_attempt` for these columns (the first `key_length` are the unique key, the rest
+    counters to add). Cached per database vendor and column list."""
+    quote = connection.ops.quote_name
+    fields = {f.name: f for f in UsageDaily._meta.concrete_fields}
+    columns = [quote(str(fields[name].column)) for name in names]
+    table = quote(UsageDaily._meta.db_table)
+    added = ", ".join(f"{column} = {table}.{column} + EXCLUDED.{column}" for column in columns[key_length:])
+    return (
+        f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(['%s'] * len(columns))}) "
+        f"ON CONFLICT ({', '.join(columns[:key_length])}) DO UPDATE SET {added}"
+    )
 
 
 def rebuild_rollup(*, since: date | None = None) -> int:

@@ -8,6 +8,7 @@ or deleted elsewhere is never written again, and the caller learns it (a 0 row c
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -15,7 +16,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import DecimalField, F, Q, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -45,15 +46,36 @@ class BatchResult:
 Save = tuple[int, str, int | None]  # reply id, its text so far, its time to first token
 
 
-def _save_one(
-    lease: datetime, reply_id: int, content: str, ttft_ms: int | None, thinking: str | None
-) -> None:
-    fields: dict[str, object] = {"content": content, "lease_expires_at": lease}
-    if ttft_ms is not None:
-        fields["ttft_ms"] = ttft_ms
-    if thinking is not None:
-        fields["thinking"] = thinking
-    Message.objects.filter(pk=reply_id, status=Message.Status.STREAMING).update(**fields)
+@functools.cache
+def _partial_update_sql(vendor: str) -> str:
+    """One reply's periodic save as one parametrised UPDATE (params: content, lease, ttft_ms or None,
+    thinking or None, reply id, the streaming status): compiled by hand once, so a batch of N replies is
+    one `executemany`. Measured (50 replies, SQLite): the ORM's `filter().update()` per row spent ~280 µs
+    building and compiling its query against ~20 µs executing it, on the database thread that shares the
+    GIL with every stream. Cached per database vendor (the quoting of names differs)."""
+    quote = connection.ops.quote_name
+    column = {f.name: quote(str(f.column)) for f in Message._meta.concrete_fields if f.name in _SAVED}
+    return (
+        f"UPDATE {quote(Message._meta.db_table)} SET {column['content']} = %s, "
+        f"{column['lease_expires_at']} = %s, "
+        f"{column['ttft_ms']} = COALESCE(%s, {column['ttft_ms']}), "
+        f"{column['thinking']} = COALESCE(%s, {column['thinking']}) "
+        f"WHERE {column['id']} = %s AND {column['status']} = %s"
+    )
+
+
+_SAVED = ("content", "lease_expires_at", "ttft_ms", "thinking", "id", "status")
+# The parameters of `_partial_update_sql`, in order.
+SaveRow = tuple[str, Any, int | None, str | None, int, str]
+
+
+def _save_rows(rows: list[SaveRow]) -> None:
+    with connection.cursor() as cursor:
+        sql = _partial_update_sql(connection.vendor)
+        if len(rows) == 1:
+            cursor.execute(sql, rows[0])
+        else:
+            cursor.executemany(sql, rows)
 
 
 def replies_save_batch(
@@ -73,17 +95,23 @@ def replies_save_batch(
     lease = lease_deadline()
     thinking = thinking or {}
     failed: list[int] = []
+    lease_param = Message._meta.get_field("lease_expires_at").get_db_prep_save(lease, connection)
+    status = Message.Status.STREAMING.value
+    rows: list[SaveRow] = [
+        (content, lease_param, ttft_ms, thinking.get(reply_id), reply_id, status)
+        for reply_id, content, ttft_ms in saves
+    ]
     try:
-        with transaction.atomic():
-            for reply_id, content, ttft_ms in saves:
-                _save_one(lease, reply_id, content, ttft_ms, thinking.get(reply_id))
+        if rows:
+            with transaction.atomic():
+                _save_rows(rows)
     except (DatabaseError, ValueError) as error:  # ValueError: UnicodeEncodeError of a lone surrogate
         logger.warning("saving %d replies in one batch failed (%s); saving each alone", len(saves), error)
         with transaction.atomic():
-            for reply_id, content, ttft_ms in saves:
+            for (reply_id, _, _), row in zip(saves, rows, strict=True):
                 try:
                     with transaction.atomic():  # a savepoint: a failed row rolls back alone
-                        _save_one(lease, reply_id, content, ttft_ms, thinking.get(reply_id))
+                        _save_rows([row])
                 except (DatabaseError, ValueError):
                     logger.exception("reply %s: its partial text could not be saved", reply_id)
                     failed.append(reply_id)
