@@ -145,10 +145,18 @@ def targets(data: dict[str, Any], target: str) -> list[tuple[str, str, bool | No
     ref_relay = _at(data, "relay", ref) if ref is not None else None
     cpu = ref_row["server_cpu_us_per_delta"] if ref_row else None
     relay_cpu = ref_relay["server_cpu_us_per_delta"] if ref_relay else None
+    # The instruction count (perf, where the machine has it) beside the CPU time: unmoved by host speed.
+    instr = ref_row.get("server_kinstr_per_delta") if ref_row else None
+    relay_instr = ref_relay.get("server_kinstr_per_delta") if ref_relay else None
+    counted = (
+        f"; instructions {_f(instr, 0)} vs {_f(relay_instr, 0)} k ({_ratio(instr, relay_instr)})"
+        if instr is not None and relay_instr is not None
+        else ""
+    )
     out.append(
         (
             f"server CPU per delta ≤ {CPU_RATIO:g}x the relay's (at N={ref})",
-            f"{_f(cpu)} vs {_f(relay_cpu)} µs ({_ratio(cpu, relay_cpu)})",
+            f"{_f(cpu)} vs {_f(relay_cpu)} µs ({_ratio(cpu, relay_cpu)}){counted}",
             None if cpu is None or relay_cpu is None else cpu <= CPU_RATIO * relay_cpu,
         )
     )
@@ -320,8 +328,8 @@ def markdown(data: dict[str, Any]) -> str:
             "## Ratios to the baselines (same N)",
             "",
             "| target | N | p50 ÷ sdk | p99 ÷ sdk | p50 ÷ relay | p99 ÷ relay | CPU/delta ÷ relay "
-            "| RSS/stream ÷ relay |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|",
+            "| instructions/delta ÷ relay | RSS/stream ÷ relay |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for target in apps:
             for row in _rows(data, target):
@@ -332,6 +340,7 @@ def markdown(data: dict[str, Any]) -> str:
                     f"{_ratio(row['lat_p50'], relay.get('lat_p50'))} | "
                     f"{_ratio(row['lat_p99'], relay.get('lat_p99'))} | "
                     f"{_ratio(row['server_cpu_us_per_delta'], relay.get('server_cpu_us_per_delta'))} | "
+                    f"{_ratio(row.get('server_kinstr_per_delta'), relay.get('server_kinstr_per_delta'))} | "
                     f"{_ratio(row['rss_per_stream_kb'], relay.get('rss_per_stream_kb'))} |"
                 )
     if apps:

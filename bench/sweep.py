@@ -124,6 +124,7 @@ class Row:
     saved_exact: int | None = None
     saved_complete: int | None = None  # replies the DB check found with status `complete`
     server_cpu_us_per_delta: float | None = None  # summed over the target's server processes
+    server_kinstr_per_delta: float | None = None  # thousands of instructions, ditto (perf; None without it)
     redis_cpu_us_per_delta: float | None = None  # the private redis-server's (target `scaled`)
     rss_idle_mb: float | None = None
     rss_peak_mb: float | None = None
@@ -220,6 +221,63 @@ class Servers:
 
     def rss(self) -> int:
         return sum(proc.rss() for proc in self.procs)
+
+
+class InstructionCounter:
+    """Instructions retired by a target's server processes while a level runs (`perf stat -p`, summed over
+    the processes), when this machine's perf can count them (not every virtual machine exposes the
+    counter; then None). Unlike CPU seconds, the count does not change with how fast the host happens to
+    be: on a shared 2-core machine the same code gave the relay 401-607 µs of CPU per delta from one run to
+    the next, so a ratio of instructions is the steadier cross-check of the CPU goal."""
+
+    _works: bool | None = None
+
+    def __init__(self, servers: Servers, out: Path) -> None:
+        self.out = out
+        self.popen: subprocess.Popen[bytes] | None = None
+        if not self.available():
+            return
+        pids = ",".join(str(proc.popen.pid) for proc in servers.procs)
+        self.popen = subprocess.Popen(
+            ["perf", "stat", "-x", ",", "-e", "instructions", "-p", pids, "-o", str(out)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    @classmethod
+    def available(cls) -> bool:
+        if cls._works is None:
+            cls._works = False
+            if shutil.which("perf"):
+                probe = subprocess.run(
+                    ["perf", "stat", "-x", ",", "-e", "instructions", "true"], capture_output=True, text=True
+                )
+                cls._works = probe.returncode == 0 and _perf_count(probe.stderr) is not None
+        return cls._works
+
+    def stop(self) -> int | None:
+        """Stop counting; the total, or None."""
+        if self.popen is None:
+            return None
+        self.popen.send_signal(signal.SIGINT)
+        try:
+            self.popen.wait(10)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            return None
+        try:
+            return _perf_count(self.out.read_text())
+        except OSError:
+            return None
+
+
+def _perf_count(text: str) -> int | None:
+    """The instruction count in `perf stat -x ,` output (`<count>,<unit>,instructions,...`)."""
+    for line in text.splitlines():
+        fields = line.split(",")
+        if len(fields) > 2 and fields[2].startswith("instructions") and fields[0].isdigit():
+            return int(fields[0])
+    return None
 
 
 class RssSampler(threading.Thread):
@@ -611,6 +669,7 @@ class Sweep:
         nominal = opts.ttft + deltas_time(opts) + opts.ramp
         tag = f"{target}-{n}"
         spy = self._profile(server, target, n) if server and n in opts.profile else None
+        counter = InstructionCounter(server, self.logs / f"perf-{target}-{n}.txt") if server else None
         t0 = time.monotonic()
         try:
             summary = self.load(
@@ -622,6 +681,7 @@ class Sweep:
                 sampler.join()
             if spy is not None:
                 spy.wait(60)
+            instructions = counter.stop() if counter else None
         wall = time.monotonic() - t0
         row.wall_s = round(wall, 1)
         if server:
@@ -633,6 +693,8 @@ class Sweep:
             row.rss_per_stream_kb = (peak - rss_idle) / 1024 / n
             if summary["deltas_received"]:
                 row.server_cpu_us_per_delta = cpu / summary["deltas_received"] * 1e6
+                if instructions is not None:
+                    row.server_kinstr_per_delta = instructions / summary["deltas_received"] / 1e3
                 if self.redis is not None and redis_cpu0 is not None:
                     redis_cpu = self.redis.cpu_s() - redis_cpu0
                     row.redis_cpu_us_per_delta = redis_cpu / summary["deltas_received"] * 1e6
@@ -800,7 +862,8 @@ class Sweep:
                 self.rows.append(row)
                 self.log(
                     f"{target}: N={n} p50/p99 {_f(row.lat_p50)}/{_f(row.lat_p99)} ms, errors {row.errors}, "
-                    f"refused {row.refused}, cpu/delta {_f(row.server_cpu_us_per_delta)} us, rss/stream "
+                    f"refused {row.refused}, cpu/delta {_f(row.server_cpu_us_per_delta)} us "
+                    f"({_f(row.server_kinstr_per_delta)} k instructions), rss/stream "
                     f"{_f(row.rss_per_stream_kb)} KB, metrics {row.metrics}, wall {row.wall_s} s"
                 )
                 if row.error_rate > self.opts.error_limit:
