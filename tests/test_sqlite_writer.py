@@ -7,6 +7,7 @@ suite's default database is (SQLite or PostgreSQL), and no test transaction hold
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -60,6 +61,17 @@ def _in_thread(handler: ConnectionHandler, work: Callable[[BaseDatabaseWrapper],
     return thread
 
 
+@contextlib.contextmanager
+def _writing(connection: BaseDatabaseWrapper, opened: threading.Event) -> Iterator[None]:
+    """A write transaction holding row 'a', open (and the writer lock held) for the body of the `with`;
+    `opened` is set once the row is written."""
+    with transaction.atomic(using=connection.alias):
+        with connection.cursor() as cursor:
+            cursor.execute("INSERT INTO t (who) VALUES ('a')")
+        opened.set()
+        yield
+
+
 def _rows(handler: ConnectionHandler) -> list[str]:
     with handler["w"].cursor() as cursor:
         cursor.execute("SELECT who FROM t ORDER BY id")
@@ -71,10 +83,7 @@ def test_a_writer_waits_for_the_open_write_transaction_and_then_writes(handler: 
     a_open, b_started = threading.Event(), threading.Event()
 
     def a(connection: BaseDatabaseWrapper) -> None:
-        with transaction.atomic(using=connection.alias):
-            with connection.cursor() as cursor:
-                cursor.execute("INSERT INTO t (who) VALUES ('a')")
-            a_open.set()
+        with _writing(connection, a_open):
             b_started.wait(5)
             events.append("a commits")
         events.append("a committed")
@@ -98,10 +107,7 @@ def test_an_autocommit_write_waits_its_turn_too(handler: ConnectionHandler) -> N
     a_open = threading.Event()
 
     def a(connection: BaseDatabaseWrapper) -> None:
-        with transaction.atomic(using=connection.alias):
-            with connection.cursor() as cursor:
-                cursor.execute("INSERT INTO t (who) VALUES ('a')")
-            a_open.set()
+        with _writing(connection, a_open):
             lock = writer_lock(connection.settings_dict["NAME"])
             assert lock.locked()  # held from BEGIN to the end of the transaction
             events.append("a commits")
@@ -126,10 +132,7 @@ def test_a_writer_that_waits_past_the_timeout_fails_as_sqlite_would_and_changes_
     a_open, b_done = threading.Event(), threading.Event()
 
     def a(connection: BaseDatabaseWrapper) -> None:
-        with transaction.atomic(using=connection.alias):
-            with connection.cursor() as cursor:
-                cursor.execute("INSERT INTO t (who) VALUES ('a')")
-            a_open.set()
+        with _writing(connection, a_open):
             b_done.wait(5)  # held past b's timeout (0.3 s)
 
     def b(connection: BaseDatabaseWrapper) -> None:

@@ -82,6 +82,14 @@ def test_dark_mode(new_context: Any, username: str, upstream: FakeAnthropic) -> 
     shot(page, "dark")
 
 
+def wait_pinned_to_bottom(page: Page) -> None:
+    """Until the message list is scrolled to (within 48 px of) its bottom, as auto-scroll keeps it."""
+    page.wait_for_function(
+        "(() => { const m = document.getElementById('messages');"
+        " return m.scrollHeight - m.scrollTop - m.clientHeight < 48; })()"
+    )
+
+
 def test_auto_scroll_pauses_when_scrolled_up(page: Page, upstream: FakeAnthropic) -> None:
     gate = threading.Event()
     long_text = "".join(f"Line {i} of a long reply.\n\n" for i in range(60))
@@ -90,10 +98,7 @@ def test_auto_scroll_pauses_when_scrolled_up(page: Page, upstream: FakeAnthropic
     expect(last_reply(page).locator(".msg-streaming")).to_contain_text("Line 59")
     messages = page.locator("#messages")
     # Following the stream: pinned to the bottom.
-    page.wait_for_function(
-        "(() => { const m = document.getElementById('messages');"
-        " return m.scrollHeight - m.scrollTop - m.clientHeight < 48; })()"
-    )
+    wait_pinned_to_bottom(page)
     jump = page.get_by_role("button", name="Jump to latest")
     expect(jump).to_be_hidden()
     messages.evaluate("m => m.scrollTo(0, 0)")
@@ -103,10 +108,7 @@ def test_auto_scroll_pauses_when_scrolled_up(page: Page, upstream: FakeAnthropic
     assert messages.evaluate("m => m.scrollTop") < 50  # the page did not yank the reader down
     jump.click()
     expect(jump).to_be_hidden()
-    page.wait_for_function(
-        "(() => { const m = document.getElementById('messages');"
-        " return m.scrollHeight - m.scrollTop - m.clientHeight < 48; })()"
-    )
+    wait_pinned_to_bottom(page)
 
 
 def test_page_weight(page: Page, upstream: FakeAnthropic) -> None:
@@ -141,10 +143,7 @@ def test_an_event_arriving_as_the_reader_scrolls_up_does_not_pull_the_page_back(
     send(page, "Write a lot")
     expect(last_reply(page).locator(".msg-streaming")).to_contain_text("Line 59")
     messages = page.locator("#messages")
-    page.wait_for_function(
-        "(() => { const m = document.getElementById('messages');"
-        " return m.scrollHeight - m.scrollTop - m.clientHeight < 48; })()"
-    )
+    wait_pinned_to_bottom(page)
     messages.evaluate(
         "m => { m.scrollTo(0, 0); document.dispatchEvent(new CustomEvent('htmx:sseMessage',"
         " {detail: {type: 'heartbeat', data: '1', lastEventId: ''}})); }"
