@@ -1,9 +1,10 @@
 """Every write to conversations and messages that a user's request makes. Keyword-only, typed, synchronous,
-each with its async twin (`amessage_send` beside `message_send`) for the async views: the twin runs it on
+each with its async twin (`amessage_edit` beside `message_edit`) for the async views: the twin runs it on
 the request database threads (`chat.streaming.db.request_db`: no new thread or SQLite connection per call;
 on PostgreSQL the connection goes back to the pool after each call, so a request never pins one between
-writes). The streaming
-engine's own writes (saving partial text, leases, the final row) are in `chat.streaming.store`."""
+writes). A new conversation and Send have no twin: their views run the service and the reply's first
+request together in one trip (`chat.views._commit_and_prepare`). The streaming engine's own writes
+(saving partial text, leases, the final row) are in `chat.streaming.store`."""
 
 from __future__ import annotations
 
@@ -515,20 +516,6 @@ def message_request_stop(*, reply: Message) -> bool:
 
 
 # --- Async twins, for the async views ---------------------------------------------------------------
-
-
-async def aconversation_start(
-    *, user: User, text: str, model: str = "", attachment_ids: Sequence[int] = ()
-) -> SentMessage:
-    return await request_db(conversation_start)(
-        user=user, text=text, model=model, attachment_ids=attachment_ids
-    )
-
-
-async def amessage_send(
-    *, conversation: Conversation, text: str, attachment_ids: Sequence[int] = ()
-) -> SentMessage:
-    return await request_db(message_send)(conversation=conversation, text=text, attachment_ids=attachment_ids)
 
 
 async def amessage_edit(*, message: Message, text: str) -> SentMessage:
