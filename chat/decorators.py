@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest
 from django.http.response import HttpResponseBase
 
-AsyncView = Callable[..., Awaitable[HttpResponseBase]]
+AsyncView = TypeVar("AsyncView", bound=Callable[..., Awaitable[HttpResponseBase]])
 
 
 def signed_in_required(view: AsyncView) -> AsyncView:
@@ -26,4 +26,4 @@ def signed_in_required(view: AsyncView) -> AsyncView:
             return redirect_to_login(request.get_full_path())
         return await view(request, *args, **kwargs)
 
-    return wrapper
+    return cast(AsyncView, wrapper)

@@ -10,8 +10,8 @@ a quarter of the server's CPU. Three things made that thread, each before the vi
 2. `MiddlewareMixin.__acall__` runs each `process_request` / `process_response` hook of Django's own
    middleware through `sync_to_async(thread_sensitive=True)`; a sync-only middleware (WhiteNoise) even put
    the whole chain in a thread. ServeStatic replaced WhiteNoise (settings.MIDDLEWARE).
-3. `login_required` on an async view evaluates `user.is_authenticated` through `sync_to_async` (the
-   streaming views use `chat.auth.signed_in_required` instead).
+3. `login_required` on an async view evaluates `user.is_authenticated` through `sync_to_async` (our async
+   views use `chat.decorators.signed_in_required`, or load the user in their one database trip).
 
 `StreamingASGIHandler` removes 1 and 2: the signals fire inline on the event loop, whose thread has no
 database connection to close (Django refuses synchronous ORM calls there), and the response is closed in the

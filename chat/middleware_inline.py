@@ -105,17 +105,25 @@ class MessageMiddleware(InlineHooks, _MessageMiddleware):
         return await sync_to_async(self.process_response)(request, cast(HttpResponse, response))
 
 
-@request_db
-def _load_user(request: HttpRequest) -> Any:
-    return get_user(request)
+def request_user(request: HttpRequest) -> Any:
+    """The session's user (or AnonymousUser), loaded once per request where sync code may run, and cached
+    as `request.auser()` and `request.user` cache it: code already on the request database threads (a start
+    view's one trip there) reads it without a trip of its own, and a template reading `request.user` after
+    runs no query."""
+    if not hasattr(request, "_acached_user"):
+        request._acached_user = request._cached_user = get_user(request)  # type: ignore[attr-defined]
+    return request._acached_user  # type: ignore[attr-defined]
+
+
+_load_user = request_db(request_user)
 
 
 async def auser(request: HttpRequest) -> Any:
     """`request.auser()`: the session and the user, loaded in one call on the request database threads
     (persistent connections), not in two `sync_to_async` hops in the request's own thread. Cached like
-    Django's, and as `request.user`'s cache too, so a template reading `request.user` runs no query."""
+    Django's (see `request_user`)."""
     if not hasattr(request, "_acached_user"):
-        request._acached_user = request._cached_user = await _load_user(request)  # type: ignore[attr-defined]
+        await _load_user(request)
     return request._acached_user  # type: ignore[attr-defined]
 
 

@@ -129,6 +129,15 @@ class Message(models.Model):
     def can_continue(self) -> bool:
         return self.is_cut_off and bool(self.content.strip())
 
+    def remember_attachments(self, attachments: list[Attachment]) -> None:
+        """Make `self.attachments.all()` return `attachments` without a query, as `prefetch_related` would:
+        for a message just written with them (its page and its reply's first request then read none)."""
+        queryset = self.attachments.all()
+        queryset._result_cache = attachments  # what Django's prefetch_related_objects itself sets
+        queryset._prefetch_done = True  # type: ignore[attr-defined]
+        cache = getattr(self, "_prefetched_objects_cache", {})
+        self._prefetched_objects_cache = {**cache, "attachments": queryset}
+
     def parts(self) -> list[dict[str, Any]]:
         """What the page shows, in order: slices of `content` (joined, they equal it exactly) and, where a
         tool round ended, its tool calls with their results."""

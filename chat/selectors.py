@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -268,14 +269,20 @@ def _turns(message: Message) -> list[tuple[str, str | list[dict[str, Any]]]]:
     return [(message.role, text)] if text.strip() else []  # an empty failed reply would be rejected
 
 
-def provider_history(*, reply: Message) -> History:
+def provider_history(*, reply: Message, ancestors: Sequence[Message] | None = None) -> History:
     """The messages to send for `reply`: exactly its path (its ancestors; the visible path when it was
     requested), tool rounds as saved, then, for Continue, its own earlier rounds and partial text. Older
-    exchanges are dropped whole to fit the model's context window (see `fit_to_context`)."""
+    exchanges are dropped whole to fit the model's context window (see `fit_to_context`).
+
+    `ancestors`: the reply's whole path before it, oldest first, with their attachments loaded, when the
+    caller has just written them all (a new conversation); else they are read (one query)."""
     conversation = reply.conversation
-    earlier_rows = conversation.messages.filter(pk__lt=reply.pk).prefetch_related("attachments")
-    messages = {m.pk: m for m in earlier_rows}
-    earlier = path_to(messages, reply.parent_id)
+    if ancestors is not None:
+        earlier = list(ancestors)
+    else:
+        earlier_rows = conversation.messages.filter(pk__lt=reply.pk).prefetch_related("attachments")
+        messages = {m.pk: m for m in earlier_rows}
+        earlier = path_to(messages, reply.parent_id)
     exchanges: list[list[tuple[str, str | list[dict[str, Any]]]]] = []
     for message in earlier:
         # An exchange starts at each user message: tool_use/tool_result pairs live inside a reply, so a

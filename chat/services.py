@@ -387,6 +387,9 @@ def _add_user_message(
         Attachment.objects.filter(pk__in=[a.pk for a in attachments]).update(
             conversation=conversation, message=user_message
         )
+        for attachment in attachments:
+            attachment.conversation, attachment.message = conversation, user_message
+    user_message.remember_attachments(list(attachments))
     titled: list[str] = []
     if not conversation.title:
         conversation.title = title_from_text(text or ", ".join(a.original_name for a in attachments))

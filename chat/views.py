@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from functools import partial, wraps
 from typing import Any, Concatenate, ParamSpec
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
-from django.contrib.auth.middleware import get_user
 from django.contrib.auth.models import User
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -31,8 +31,10 @@ from django_htmx.http import HttpResponseClientRedirect, push_url, reswap, retar
 from django_htmx.middleware import HtmxDetails
 
 from chat import selectors, services, throttling
+from chat.decorators import signed_in_required
 from chat.exports import export_json, export_markdown
 from chat.forms import ConversationSettingsForm
+from chat.middleware_inline import request_user
 from chat.models import Conversation, Message
 from chat.streaming import (
     REQUEST_ARRIVED,
@@ -102,10 +104,26 @@ def login_locked_out(request: HttpRequest, *args: object, **kwargs: object) -> H
     )
 
 
+def _settings_form(conversation: Conversation) -> ConversationSettingsForm:
+    return ConversationSettingsForm(
+        initial={
+            "title": conversation.title,
+            "model": conversation.model,
+            "system_prompt": conversation.system_prompt,
+            "thinking_budget": conversation.thinking_budget or 0,
+        }
+    )
+
+
 def _page_context(
-    request: HtmxHttpRequest, conversation: Conversation | None, *, messages: list[Message] | None = None
+    request: HtmxHttpRequest,
+    conversation: Conversation | None,
+    *,
+    messages: list[Message] | None = None,
+    settings_inline: bool = True,
 ) -> dict[str, Any]:
-    """The page's context; `messages`: the visible path when the caller has it already."""
+    """The page's context; `messages`: the visible path when the caller has it already. Without
+    `settings_inline`, the settings panel loads when it is first opened (`conversation_update`'s GET)."""
     query = request.GET.get("q", "")
     context: dict[str, Any] = {
         "conversation": conversation,
@@ -118,14 +136,8 @@ def _page_context(
         context["messages"] = (
             messages if messages is not None else selectors.transcript(conversation=conversation)
         )
-        context["settings_form"] = ConversationSettingsForm(
-            initial={
-                "title": conversation.title,
-                "model": conversation.model,
-                "system_prompt": conversation.system_prompt,
-                "thinking_budget": conversation.thinking_budget or 0,
-            }
-        )
+        if settings_inline:
+            context["settings_form"] = _settings_form(conversation)
     return context
 
 
@@ -171,7 +183,7 @@ async def _message_list(request: HtmxHttpRequest, conversation_pk: int) -> HttpR
     return await _render(request, PAGE + "#message-list", {"messages": messages})
 
 
-@login_required
+@signed_in_required
 @require_POST
 @admitted
 async def message_edit(request: HtmxHttpRequest, pk: int, message_pk: int) -> HttpResponse:
@@ -190,7 +202,7 @@ async def message_edit(request: HtmxHttpRequest, pk: int, message_pk: int) -> Ht
     return response
 
 
-@login_required
+@signed_in_required
 @require_POST
 async def branch_switch(request: HtmxHttpRequest, pk: int, message_pk: int) -> HttpResponse:
     """Show another alternative ("< 2 / 3 >"): the visible path and the next history follow it."""
@@ -249,14 +261,6 @@ async def _render(
     return await _arender(request, template, context, **kwargs)
 
 
-async def _signed_in_user(request: HtmxHttpRequest) -> User:
-    """The request's user, for views behind `login_required` (so never anonymous)."""
-    user = await request.auser()
-    if not isinstance(user, User):
-        raise PermissionDenied
-    return user
-
-
 async def _owned_conversation(request: HtmxHttpRequest, pk: int) -> Conversation:
     return await selectors.aconversation_get(user=await request.auser(), pk=pk)
 
@@ -265,54 +269,87 @@ async def _owned_message(request: HtmxHttpRequest, pk: int, message_pk: int) -> 
     return await selectors.amessage_get(user=await request.auser(), conversation_pk=pk, pk=message_pk)
 
 
+@dataclass(frozen=True)
+class Committed:
+    """A new exchange, committed (`sent`), and its reply's first upstream request, built (`prepared`; None
+    if building it failed: the producer then loads the reply itself, and fails it with a reason if it
+    must)."""
+
+    sent: services.SentMessage
+    prepared: PreparedReply | None
+
+
 @request_db
 def _commit_and_prepare(
-    commit: Callable[[], services.SentMessage],
-) -> tuple[services.SentMessage, PreparedReply | None]:
-    """Run a service that commits a new exchange, then build its reply's first upstream request
-    (`prepare_reply`), in one trip to the request database threads: the producer then starts without
-    reading the reply again. Should preparing fail, the producer loads the reply itself (and fails it with
-    a reason if it must): the exchange is committed either way."""
-    sent = commit()
+    request: HttpRequest, commit: Callable[[User], services.SentMessage], *, new_conversation: bool = False
+) -> Committed | None:
+    """Everything a new message needs from the database before its reply can start, in one trip to the
+    request database threads (each trip is a hand-off of the GIL, which under load waits up to the
+    interpreter's switch interval): the session and user (None: not signed in), the service that commits
+    the exchange (`commit(user)`), then the reply's first upstream request (`prepare_reply`), so the
+    producer starts without reading anything. `new_conversation`: the service created the conversation,
+    so the user's message is the reply's whole history (held in memory: no read at all)."""
+    user = request_user(request)
+    if not isinstance(user, User):
+        return None
+    sent = commit(user)
     try:
-        return sent, prepare_reply(sent.reply)
+        ancestors = [sent.user_message] if new_conversation else None
+        return Committed(sent, prepare_reply(sent.reply, ancestors=ancestors))
     except Exception:
         logger.exception("preparing reply %s failed; its producer will load it", sent.reply.pk)
-        return sent, None
+        return Committed(sent, None)
 
 
 @request_db
 def _render_pane(request: HtmxHttpRequest, conversation: Conversation, path: list[Message]) -> HttpResponse:
     """The new conversation's pane and, out of band, the sidebar: its reads and its render in one trip
-    to the request database threads (each trip is a hand-off of the GIL between threads)."""
-    context = {**_page_context(request, conversation, messages=path), "oob_sidebar": True}
+    to the request database threads (each trip is a hand-off of the GIL between threads). The settings
+    panel is left to load when opened: this render is part of every new conversation's start."""
+    context = {
+        **_page_context(request, conversation, messages=path, settings_inline=False),
+        "oob_sidebar": True,
+    }
     return render(request, PAGE + "#chat-pane", context)
 
 
-@login_required
-@require_POST
-@admitted
-async def conversation_start(request: HtmxHttpRequest) -> HttpResponse:
-    """The first message of a new conversation: create both, then show the new conversation's pane."""
-    user = await _signed_in_user(request)
+async def _commit_new_message(
+    request: HtmxHttpRequest,
+    commit: Callable[[User], services.SentMessage],
+    *,
+    new_conversation: bool = False,
+) -> Committed | HttpResponse:
+    """`_commit_and_prepare`, or the answer when there is nothing to start: the login page for a stranger
+    (as `login_required`, whose check would cost the request a thread of its own: see chat.handlers), a
+    503 while the process drains, the composer's error for a refused message."""
     if refused := await _refused_while_draining(request):
         return refused
-    text = request.POST.get("text", "")
     try:
-        sent, prepared = await _commit_and_prepare(
-            partial(
-                services.conversation_start,
-                user=user,
-                text=text,
-                model=request.POST.get("model", ""),
-                attachment_ids=_attachment_ids(request),
-            )
-        )
+        committed = await _commit_and_prepare(request, commit, new_conversation=new_conversation)
     except ValidationError as error:
         return await _aerror(request, error)
     except OperationalError:  # e.g. SQLite's write lock timed out under load: the transaction rolled back
         return await _aerror(request, DATABASE_BUSY, status=503)
-    await astart_reply(sent.reply.pk, prepared=prepared)
+    if committed is None:
+        return redirect_to_login(request.get_full_path())
+    return committed
+
+
+@require_POST
+@admitted
+async def conversation_start(request: HtmxHttpRequest) -> HttpResponse:
+    """The first message of a new conversation: create both, then show the new conversation's pane."""
+    commit = partial(
+        _conversation_start,
+        text=request.POST.get("text", ""),
+        model=request.POST.get("model", ""),
+        attachment_ids=_attachment_ids(request),
+    )
+    committed = await _commit_new_message(request, commit, new_conversation=True)
+    if isinstance(committed, HttpResponse):
+        return committed
+    sent = committed.sent
+    await astart_reply(sent.reply.pk, prepared=committed.prepared)
     conversation = sent.reply.conversation
     url = reverse("chat:conversation", args=[conversation.pk])
     if not request.htmx:
@@ -323,27 +360,26 @@ async def conversation_start(request: HtmxHttpRequest) -> HttpResponse:
     return push_url(await _render_pane(request, conversation, path), url)
 
 
-@login_required
+def _conversation_start(user: User, **fields: Any) -> services.SentMessage:
+    return services.conversation_start(user=user, **fields)
+
+
+def _message_send(user: User, *, pk: int, **fields: Any) -> services.SentMessage:
+    """Send in one of `user`'s conversations (404 for anyone else's, before anything is written)."""
+    return services.message_send(conversation=selectors.conversation_get(user=user, pk=pk), **fields)
+
+
 @require_POST
 @admitted
 async def message_send(request: HtmxHttpRequest, pk: int) -> HttpResponse:
-    conversation = await _owned_conversation(request, pk)
-    if refused := await _refused_while_draining(request):
-        return refused
-    try:
-        sent, prepared = await _commit_and_prepare(
-            partial(
-                services.message_send,
-                conversation=conversation,
-                text=request.POST.get("text", ""),
-                attachment_ids=_attachment_ids(request),
-            )
-        )
-    except ValidationError as error:
-        return await _aerror(request, error)
-    except OperationalError:  # e.g. SQLite's write lock timed out under load: the transaction rolled back
-        return await _aerror(request, DATABASE_BUSY, status=503)
-    await astart_reply(sent.reply.pk, prepared=prepared)
+    commit = partial(
+        _message_send, pk=pk, text=request.POST.get("text", ""), attachment_ids=_attachment_ids(request)
+    )
+    committed = await _commit_new_message(request, commit)
+    if isinstance(committed, HttpResponse):
+        return committed
+    sent = committed.sent
+    await astart_reply(sent.reply.pk, prepared=committed.prepared)
     if not request.htmx:
         return redirect("chat:conversation", pk=pk)
     return await _render(request, PAGE + "#exchange", {"exchange": [sent.user_message, sent.reply]})
@@ -353,7 +389,7 @@ async def message_send(request: HtmxHttpRequest, pk: int) -> HttpResponse:
 def _stream_subject(request: HttpRequest, pk: int, message_pk: int) -> tuple[Any, Message | None]:
     """The signed-in user (session and user row) and their reply, in one call on the request database
     threads; no message for an anonymous request."""
-    user = get_user(request)
+    user = request_user(request)
     if not user.is_authenticated:
         return user, None
     return user, selectors.message_get(user=user, conversation_pk=pk, pk=message_pk)
@@ -371,7 +407,6 @@ async def message_stream(request: HtmxHttpRequest, pk: int, message_pk: int) -> 
     user, message = await _stream_subject(request, pk, message_pk)
     if message is None:
         return redirect_to_login(request.get_full_path())
-    request._acached_user = user  # type: ignore[attr-defined]  # for anything after us that asks
     if message.role != Message.Role.ASSISTANT:
         raise Http404("Not a reply")
     position = sse.parse_position(request.headers.get("Last-Event-ID"))
@@ -418,7 +453,7 @@ def _int(value: str | None) -> int | None:
         return None
 
 
-@login_required
+@signed_in_required
 @require_POST
 async def message_stop(request: HtmxHttpRequest, pk: int, message_pk: int) -> HttpResponse:
     message = await _owned_message(request, pk, message_pk)
@@ -428,7 +463,7 @@ async def message_stop(request: HtmxHttpRequest, pk: int, message_pk: int) -> Ht
     return HttpResponse(status=204)
 
 
-@login_required
+@signed_in_required
 @require_POST
 @admitted
 async def message_retry(request: HtmxHttpRequest, pk: int, message_pk: int) -> HttpResponse:
@@ -450,7 +485,7 @@ async def message_retry(request: HtmxHttpRequest, pk: int, message_pk: int) -> H
     return await _reply_fragment(request, reply)
 
 
-@login_required
+@signed_in_required
 @require_POST
 @admitted
 async def message_continue(request: HtmxHttpRequest, pk: int, message_pk: int) -> HttpResponse:
@@ -472,9 +507,15 @@ async def _reply_fragment(request: HtmxHttpRequest, reply: Message) -> HttpRespo
 
 
 @login_required
-@require_POST
+@require_http_methods(["GET", "POST"])
 def conversation_update(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    """GET: the settings panel (for a pane rendered without it; the whole page has it inline). POST: save."""
     conversation = selectors.conversation_get(user=request.user, pk=pk)
+    if request.method == "GET":
+        if not request.htmx:
+            return redirect("chat:conversation", pk=pk)
+        context = {"conversation": conversation, "settings_form": _settings_form(conversation)}
+        return render(request, PAGE + "#settings-panel", context)
     form = ConversationSettingsForm(request.POST)
     if form.is_valid():
         data = form.cleaned_data

@@ -14,9 +14,10 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from PIL import Image
 
-from chat import services
+from chat import selectors, services
 from chat.attachments import inspect_upload
 from chat.models import Attachment, Conversation, Message
+from chat.streaming import prepare_reply
 from tests.support.files import image_bytes, pdf_bytes, png_header_only, truncated
 
 # --- The content check (a pure function of the bytes, the name and the settings) ----------------------
@@ -233,6 +234,26 @@ def test_sending_claims_the_attachments_and_refuses_someone_elses(alice: User, b
     assert sent.user_message.content == "" and conversation.title == "a.png"
     with pytest.raises(ValidationError):  # already sent: cannot be claimed twice
         services.message_send(conversation=conversation, text="again", attachment_ids=[mine.pk])
+
+
+@pytest.mark.django_db
+def test_a_new_conversations_first_request_and_page_are_built_from_what_was_written(
+    alice: User, django_assert_num_queries: Any
+) -> None:
+    """A new conversation's reply starts from the rows its service just wrote (`prepare_reply(ancestors=)`,
+    the page's `fresh_path`): the same request as one read back from the database, and no query for it."""
+    image, pdf = _attach(alice), _attach(alice, pdf_bytes(), "notes.pdf")
+    sent = services.conversation_start(user=alice, text="Compare these", attachment_ids=[image.pk, pdf.pk])
+    with django_assert_num_queries(0):
+        from_memory = prepare_reply(sent.reply, ancestors=[sent.user_message])
+        shown = [a.pk for a in selectors.fresh_path([sent.user_message])[0].attachments.all()]
+    read_back = prepare_reply(Message.objects.select_related("conversation").get(pk=sent.reply.pk))
+    assert from_memory == read_back and shown == [image.pk, pdf.pk]
+    assert [block["type"] for block in from_memory.request.messages[0]["content"]] == [
+        "image",
+        "document",
+        "text",
+    ]
 
 
 @pytest.mark.django_db

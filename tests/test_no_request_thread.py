@@ -1,6 +1,7 @@
 """Issue 15's profile finding, as behaviour: no request holds a thread of its own. Open event streams hold
-no thread each (a live daphne, counted through /proc), and the thread-free sign-in check on the stream view
-still sends strangers to the login page and other users' conversations to a 404."""
+no thread each (a live daphne, counted through /proc); a new message's POST never starts one either; and
+the thread-free sign-in checks still send strangers to the login page and other users' conversations to a
+404."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from django.core.signals import request_finished
 
 from chat.models import Message
 from tests.support.asgi_client import AsgiClient
@@ -30,6 +32,36 @@ async def test_sending_to_someone_elses_conversation_is_a_404_and_saves_nothing(
     count = await Message.objects.acount()
     response = await bob_client.request("POST", f"/c/{conversation.pk}/send/", data={"text": "Theirs"})
     assert response.status == 404 and await Message.objects.acount() == count
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_new_message_and_its_stop_start_no_thread_of_their_own(
+    alice_client: AsgiClient, upstream: FakeAnthropic, background: Any
+) -> None:
+    """A request that has started a thread of its own (asgiref's per-request executor) is finished in that
+    thread (chat.handlers): so every `request_finished` on the event loop's thread means no POST here
+    started one. Django's `login_required` on these async views did (its check runs in `sync_to_async`);
+    the start views load the user in their one trip to the database threads instead."""
+    loop_thread = threading.current_thread()
+    finished_in: list[threading.Thread] = []
+
+    def record(sender: object, **kwargs: object) -> None:
+        finished_in.append(threading.current_thread())
+
+    request_finished.connect(record)
+    try:
+        upstream.enqueue(Text("Hi."), End())
+        conversation, _, path = await start_conversation(alice_client, "Hello")
+        await follow(alice_client, path)
+        upstream.enqueue(Text("Again."), Wait(threading.Event(), timeout=30), End())
+        sent = await alice_client.request("POST", f"/c/{conversation.pk}/send/", data={"text": "More"})
+        assert sent.status == 200, sent.text
+        reply = await Message.objects.filter(role="assistant").alatest("pk")
+        stop = await alice_client.request("POST", f"/c/{conversation.pk}/m/{reply.pk}/stop/")
+        assert stop.status == 204
+    finally:
+        request_finished.disconnect(record)
+    assert len(finished_in) >= 4 and all(thread is loop_thread for thread in finished_in), finished_in
 
 
 @pytest.mark.django_db(transaction=True)

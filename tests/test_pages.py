@@ -88,6 +88,7 @@ def test_demo_banner_without_key(alice_web: Client, settings: Any) -> None:
         ("get", "/c/{c}/export.json"),
         ("get", "/c/{c}/delete/"),
         ("post", "/c/{c}/delete/"),
+        ("get", "/c/{c}/settings/"),
         ("post", "/c/{c}/settings/"),
         ("post", "/c/{c}/send/"),
         ("get", "/c/{c}/m/{m}/stream/"),

@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -187,14 +188,14 @@ def _load(reply_id: int) -> Loaded | None:
     return prepare_reply(reply)
 
 
-def prepare_reply(reply: Message) -> Loaded:
+def prepare_reply(reply: Message, *, ancestors: Sequence[Message] | None = None) -> Loaded:
     """The start of `reply`'s generation (a STREAMING row, with its conversation), built from the row as
     given: a view that has just committed the reply calls this in the same trip to the database threads
     and hands the result to `start_reply(prepared=...)`, so the producer need not read the reply again
     before its first upstream request (one thread hand-off and two queries fewer on the first token's
-    path)."""
+    path). `ancestors`: see `provider_history` (a new conversation's first message: no query at all)."""
     reply_id = reply.pk
-    history = provider_history(reply=reply)
+    history = provider_history(reply=reply, ancestors=ancestors)
     if history.dropped_turns != reply.context_dropped:  # the page says older turns were left out
         Message.objects.filter(pk=reply_id).update(context_dropped=history.dropped_turns)
     messages, system, model = history.messages, history.system, history.model

@@ -43,6 +43,24 @@ def _conversation(page: Page, upstream: FakeAnthropic, text: str, answer: str) -
     return page.url
 
 
+def test_the_settings_of_a_conversation_just_started_load_when_opened(
+    page: Page, upstream: FakeAnthropic
+) -> None:
+    """The pane that answers a new conversation's first message leaves its settings panel out (it was a
+    quarter of that render) and loads it when first opened; from there it works as on the whole page."""
+    _conversation(page, upstream, "Plan a herb garden", "Start with basil.")
+    settings = page.locator(".conversation-settings")
+    expect(settings.locator("#id_title")).to_have_count(0)
+    settings.locator("summary").click()
+    expect(settings.get_by_label("Title")).to_have_value("Plan a herb garden")
+    settings.get_by_label("System prompt").fill("Answer in one line.")
+    settings.get_by_label("Title").fill("Herb garden")
+    settings.get_by_role("button", name="Save").click()
+    expect(page.locator("#conversation-title")).to_have_text("Herb garden")
+    page.locator(".conversation-settings summary").click()
+    expect(page.get_by_label("System prompt")).to_have_value("Answer in one line.")
+
+
 def test_switch_rename_search_export_and_delete(page: Page, upstream: FakeAnthropic, tmp_path: Path) -> None:
     lisbon = _conversation(page, upstream, "Trip to Lisbon", "Pack light.")
     taxes = _conversation(page, upstream, "Taxes due", "File by April.")
