@@ -8,6 +8,7 @@ request together in one trip (`chat.views._commit_and_prepare`). The streaming e
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import logging
 import secrets
@@ -19,7 +20,7 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Sum
 from django.template.defaultfilters import filesizeformat
 from django.utils import timezone
@@ -289,14 +290,18 @@ def share_revoke(*, share: Share) -> Share:
 class SentMessage:
     user_message: Message
     reply: Message
+    # Did any budget apply to the user when the message was checked? (No: the page needs no notice.)
+    budgeted: bool = True
 
 
 def _lock_user(user_id: int) -> None:
     """Serialise everything that starts a generation for one user, so that the capacity and rate checks
     (read, then write) cannot both pass in two concurrent requests. The lock is on the user's row: a new
     conversation's own row would lock nothing anyone else waits on. On SQLite, IMMEDIATE transactions
-    already serialise all writers. Always taken before any conversation row, so no two requests deadlock."""
-    list(User.objects.select_for_update().filter(pk=user_id).values_list("pk", flat=True))
+    already serialise all writers (and Django runs a `select_for_update` there as a plain read: skipped).
+    Always taken before any conversation row, so no two requests deadlock."""
+    if connection.features.has_select_for_update:
+        list(User.objects.select_for_update().filter(pk=user_id).values_list("pk", flat=True))
 
 
 def _check_capacity(conversation: Conversation, *, new: bool = False) -> None:
@@ -331,11 +336,11 @@ def _check_rate(conversation: Conversation) -> None:
         )
 
 
-def _check_budget(conversation: Conversation) -> None:
-    """Refuse a new upstream call when a budget is used up. Call with the user's row locked (`_lock`,
-    as every caller does): concurrent sends of one user then check one after another, each seeing the
-    replies the others started (see usage.budgets)."""
-    check_can_start(user_id=conversation.user_id)
+def _check_budget(conversation: Conversation) -> bool:
+    """Refuse a new upstream call when a budget is used up; else say whether any budget applies. Call with
+    the user's row locked (`_lock`, as every caller does): concurrent sends of one user then check one
+    after another, each seeing the replies the others started (see usage.budgets)."""
+    return check_can_start(user_id=conversation.user_id)
 
 
 def _new_reply(conversation: Conversation, *, parent: Message, also_save: Sequence[str] = ()) -> Message:
@@ -415,12 +420,13 @@ def _send(
         text = ""
     _lock(conversation, new=new)
     _check_capacity(conversation, new=new)
-    _check_budget(conversation)
+    budgeted = _check_budget(conversation)
     attachments = _claim_attachments(conversation=conversation, ids=attachment_ids)
     _check_rate(conversation)
-    return _add_user_message(
+    sent = _add_user_message(
         conversation, text=text, parent_id=conversation.current_id, attachments=attachments
     )
+    return dataclasses.replace(sent, budgeted=budgeted)
 
 
 @transaction.atomic

@@ -121,16 +121,18 @@ def _page_context(
     *,
     messages: list[Message] | None = None,
     settings_inline: bool = True,
+    budgeted: bool = True,
 ) -> dict[str, Any]:
     """The page's context; `messages`: the visible path when the caller has it already. Without
-    `settings_inline`, the settings panel loads when it is first opened (`conversation_update`'s GET)."""
+    `settings_inline`, the settings panel loads when it is first opened (`conversation_update`'s GET).
+    `budgeted=False`: no budget applies to the user (a start's check just found none), so no notice."""
     query = request.GET.get("q", "")
     context: dict[str, Any] = {
         "conversation": conversation,
         "sidebar": selectors.conversation_page(user=request.user, query=query),
         "query": query,
         # Called by the template only where the composer is drawn (not for a sidebar search).
-        "budget_notice": partial(usage_selectors.budget_notice, user=request.user),
+        "budget_notice": partial(usage_selectors.budget_notice, user=request.user) if budgeted else None,
     }
     if conversation is not None:
         context["messages"] = (
@@ -302,12 +304,14 @@ def _commit_and_prepare(
 
 
 @request_db
-def _render_pane(request: HtmxHttpRequest, conversation: Conversation, path: list[Message]) -> HttpResponse:
+def _render_pane(
+    request: HtmxHttpRequest, conversation: Conversation, path: list[Message], *, budgeted: bool
+) -> HttpResponse:
     """The new conversation's pane and, out of band, the sidebar: its reads and its render in one trip
     to the request database threads (each trip is a hand-off of the GIL between threads). The settings
     panel is left to load when opened: this render is part of every new conversation's start."""
     context = {
-        **_page_context(request, conversation, messages=path, settings_inline=False),
+        **_page_context(request, conversation, messages=path, settings_inline=False, budgeted=budgeted),
         "oob_sidebar": True,
     }
     return render(request, PAGE + "#chat-pane", context)
@@ -357,7 +361,7 @@ async def conversation_start(request: HtmxHttpRequest) -> HttpResponse:
     # The whole path is the two new rows: shown as the service returned them (no read, and the reply is
     # always shown streaming, with its stream to follow, however fast it finishes).
     path = selectors.fresh_path([sent.user_message, sent.reply])
-    return push_url(await _render_pane(request, conversation, path), url)
+    return push_url(await _render_pane(request, conversation, path, budgeted=sent.budgeted), url)
 
 
 def _conversation_start(user: User, **fields: Any) -> services.SentMessage:

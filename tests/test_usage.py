@@ -25,7 +25,7 @@ from chat.models import Conversation, Message
 from tests.support.asgi_client import AsgiClient
 from tests.support.caching import breakpoints
 from tests.support.fake_anthropic import End, ErrorEvent, FakeAnthropic, Text, ToolUse
-from tests.support.streams import follow, reload, start_conversation
+from tests.support.streams import follow, reload, start_conversation, stream_path
 from usage.budgets import period_end
 from usage.models import Budget, ModelPrice, UsageDaily
 
@@ -520,3 +520,21 @@ async def test_a_retried_reply_stays_billed(
     assert (day.replies, day.errors, day.cost) == (2, 1, Decimal("0.0075"))
     page = await alice_client.request("GET", "/usage/", htmx=False)
     assert "$0.0075" in page.text  # the conversation's cost counts both attempts
+
+
+async def test_a_new_conversations_pane_shows_the_budget_notice_only_where_a_budget_applies(
+    alice: User, alice_client: Any, bob_client: Any, upstream: Any, background: Any
+) -> None:
+    """The start finds out, in its budget check, whether any budget applies; the pane it answers with
+    shows the notice as every page would, and skips looking when none applies."""
+    await Budget.objects.acreate(user=alice, period="monthly", limit_usd=Decimal("10"))
+    await sync_to_async(_spent)(alice, "9.40")
+    for client, budgeted in ((alice_client, True), (bob_client, False)):
+        upstream.enqueue(Text("Hi."), End())
+        response = await client.request("POST", "/c/start/", data={"text": "Hello"})
+        assert response.status == 200, response.text
+        assert ('id="budget-notice"' in response.text) is budgeted
+        if budgeted:
+            # What is left after the new reply's reservation (usage.budgets: one round's maximum output).
+            assert " left of your monthly budget of $10.00" in response.text
+        await follow(client, stream_path(response.text))

@@ -248,16 +248,19 @@ def tightest(statuses: list[BudgetStatus]) -> BudgetStatus | None:
     return min(statuses, key=lambda s: (s.fraction_left, -s.resets_on.toordinal()))
 
 
-def check_can_start(*, user_id: int) -> None:
-    """Raise a ValidationError saying which budget is used up and when it resets. The caller holds the
-    user's row lock (`SELECT … FOR UPDATE`, taken by chat.services before anything else; SQLite's
-    IMMEDIATE transactions serialize every writer anyway) inside its transaction, so the check and the new
-    reply row commit together."""
-    blocking = [s for s in budget_statuses(user_id=user_id, lock_pooled=True) if s.exhausted]
+def check_can_start(*, user_id: int) -> bool:
+    """Raise a ValidationError saying which budget is used up and when it resets; else return whether any
+    budget applies to the user (a caller showing the budget notice next need not look when none does).
+    The caller holds the user's row lock (`SELECT … FOR UPDATE`, taken by chat.services before anything
+    else; SQLite's IMMEDIATE transactions serialize every writer anyway) inside its transaction, so the
+    check and the new reply row commit together."""
+    statuses = budget_statuses(user_id=user_id, lock_pooled=True)
+    blocking = [s for s in statuses if s.exhausted]
     if blocking:
         # Of several exhausted budgets, name the one that resets last: until then nothing can be sent.
         worst = max(blocking, key=lambda s: s.resets_on)
         raise ValidationError(worst.refusal(), code="budget")
+    return bool(statuses)
 
 
 def check_next_round(
