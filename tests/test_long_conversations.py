@@ -11,9 +11,11 @@ from django.contrib.auth.models import User
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 from django.test import Client
+from django.urls import get_script_prefix, reverse, set_script_prefix
 
 from chat.models import Conversation, Message
 from chat.selectors import conversation_page, estimate_tokens, fit_to_context
+from chat.templatetags.chat_tags import conversation_url
 from tests.support.asgi_client import AsgiClient, stream_path
 from tests.support.caching import without_breakpoints
 from tests.support.fake_anthropic import End, FakeAnthropic, Text
@@ -124,6 +126,18 @@ def test_the_sidebar_pages_through_every_conversation_once_pinned_first(alice: U
     assert pages == 3 and len(seen) == len(set(seen)) == 130
     assert seen[0] == pinned.pk
     assert set(seen) == set(Conversation.objects.filter(user=alice).values_list("pk", flat=True))
+
+
+def test_sidebar_links_are_the_reversed_urls_under_any_script_prefix() -> None:
+    """The sidebar's links are reversed once and filled in per conversation (`conversation_url`)."""
+    before = get_script_prefix()
+    try:
+        for prefix in ("/", "/chat/", "/9876543210/"):
+            set_script_prefix(prefix)
+            for pk in (1, 42, 9_876_543_210, 10**12):
+                assert conversation_url(pk) == reverse("chat:conversation", args=[pk])
+    finally:
+        set_script_prefix(before)
 
 
 @pytest.mark.django_db
