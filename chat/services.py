@@ -449,6 +449,7 @@ def message_edit(*, message: Message, text: str) -> SentMessage:
         attachment.pk = None
         attachment.message = sent.user_message
     Attachment.objects.bulk_create(attachments)
+    sent.user_message.remember_attachments(attachments)  # as `_add_user_message` left it: in memory, current
     return sent
 
 
