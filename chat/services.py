@@ -8,7 +8,6 @@ request together in one trip (`chat.views._commit_and_prepare`). The streaming e
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 import logging
 import secrets
@@ -291,7 +290,7 @@ class SentMessage:
     user_message: Message
     reply: Message
     # Did any budget apply to the user when the message was checked? (No: the page needs no notice.)
-    budgeted: bool = True
+    budgeted: bool
 
 
 def _lock_user(user_id: int) -> None:
@@ -383,6 +382,7 @@ def _add_user_message(
     *,
     text: str,
     parent_id: int | None,
+    budgeted: bool,
     attachments: Sequence[Attachment] = (),
 ) -> SentMessage:
     user_message = Message.objects.create(
@@ -400,7 +400,7 @@ def _add_user_message(
         conversation.title = title_from_text(text or ", ".join(a.original_name for a in attachments))
         titled.append("title")
     reply = _new_reply(conversation, parent=user_message, also_save=titled)
-    return SentMessage(user_message=user_message, reply=reply)
+    return SentMessage(user_message=user_message, reply=reply, budgeted=budgeted)
 
 
 @transaction.atomic
@@ -423,10 +423,13 @@ def _send(
     budgeted = _check_budget(conversation)
     attachments = _claim_attachments(conversation=conversation, ids=attachment_ids)
     _check_rate(conversation)
-    sent = _add_user_message(
-        conversation, text=text, parent_id=conversation.current_id, attachments=attachments
+    return _add_user_message(
+        conversation,
+        text=text,
+        parent_id=conversation.current_id,
+        budgeted=budgeted,
+        attachments=attachments,
     )
-    return dataclasses.replace(sent, budgeted=budgeted)
 
 
 @transaction.atomic
@@ -440,9 +443,9 @@ def message_edit(*, message: Message, text: str) -> SentMessage:
     text = "" if attachments and not text.strip() else clean_message_text(text)
     conversation = _lock(message.conversation)
     _check_capacity(conversation)
-    _check_budget(conversation)
+    budgeted = _check_budget(conversation)
     _check_rate(conversation)
-    sent = _add_user_message(conversation, text=text, parent_id=message.parent_id)
+    sent = _add_user_message(conversation, text=text, parent_id=message.parent_id, budgeted=budgeted)
     # The edited question keeps its attachments: new rows on the new message, the same stored files (the
     # old branch keeps its own rows; a file is deleted only with the last row using it).
     for attachment in attachments:
