@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.util
+import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -43,14 +44,22 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 _clients: dict[int, anthropic.AsyncAnthropic] = {}
 
 
+# The SDK's HTTP transport (`bench.sweep --relay-http`): its default, httpx, unless told to use aiohttp, the
+# transport the app uses by default (CHAT_UPSTREAM_HTTP), so the two web tiers can be compared on one client.
+TRANSPORT = os.environ.get("RELAY_UPSTREAM_HTTP", "httpx")
+
+
 def _client() -> anthropic.AsyncAnthropic:
     loop_id = id(asyncio.get_running_loop())
     if loop_id not in _clients:
+        limits = httpx2.Limits(max_connections=10_000, max_keepalive_connections=2_000)
         _clients[loop_id] = anthropic.AsyncAnthropic(
             max_retries=0,
             timeout=anthropic.Timeout(60.0, connect=5.0),
-            http_client=anthropic.DefaultAsyncHttpxClient(
-                limits=httpx2.Limits(max_connections=10_000, max_keepalive_connections=2_000)
+            http_client=(
+                anthropic.DefaultAioHttpClient(limits=limits)
+                if TRANSPORT == "aiohttp"
+                else anthropic.DefaultAsyncHttpxClient(limits=limits)
             ),
         )
     return _clients[loop_id]

@@ -289,7 +289,8 @@ def markdown(data: dict[str, Any]) -> str:
         f"{meta['date']} · {meta['cpu']} · {meta['cores']} cores · {meta['ram_gb']} GB · "
         f"Python {meta['python']} · {meta['os']} · DB {meta['db']} · "
         f"{meta['deltas']} deltas/reply at {meta['rate']:g}/s, upstream TTFT {meta['ttft']:g} s, "
-        f"starts ramped over {meta['ramp']:g} s · sweep took {meta['minutes']} min · "
+        f"starts ramped over {meta['ramp']:g} s · relay's SDK transport {meta.get('relay_http', 'httpx')} · "
+        f"sweep took {meta['minutes']} min · "
         f"code: {meta.get('code', 'unknown')}",
         "",
         "Latency = client receive - upstream emit per delta (exact: each delta's text carries its emit "

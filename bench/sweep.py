@@ -100,6 +100,7 @@ class Options:
     redis: bool = False  # run `scaled`: the app on a private redis-server (channel layer, rate limits)
     admission: int | None = None  # run `bounded`: the app with CHAT_MAX_ACTIVE_REPLIES=admission
     extend: bool = False  # default levels: go on doubling past the last while the relay holds
+    relay_http: str = "httpx"  # the relay's SDK transport: its default (httpx), or aiohttp as the app uses
 
 
 @dataclass
@@ -432,6 +433,7 @@ class Sweep:
             CHAT_MAX_ACTIVE_REPLIES=UNBOUNDED,
             METRICS_TOKEN=self.metrics_token,
             LOG_LEVEL="WARNING",
+            RELAY_UPSTREAM_HTTP=self.opts.relay_http,
             PYTHONUNBUFFERED="1",
             PYTHONPATH=str(ROOT),
         )
@@ -937,6 +939,13 @@ def parse_args(argv: list[str] | None) -> Options:
         metavar="K",
         help="add target `bounded`: the app with CHAT_MAX_ACTIVE_REPLIES=K (also run at N=K)",
     )
+    parser.add_argument(
+        "--relay-http",
+        choices=["httpx", "aiohttp"],
+        default="httpx",
+        help="the relay's SDK transport: httpx (the SDK's default) or aiohttp (the app's default, "
+        "CHAT_UPSTREAM_HTTP), to compare the web tiers on the same HTTP client",
+    )
     args = parser.parse_args(argv)
     smoke = bool(args.smoke)
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
@@ -982,6 +991,7 @@ def parse_args(argv: list[str] | None) -> Options:
         redis=bool(args.redis),
         admission=args.admission,
         extend=not args.levels and not smoke,
+        relay_http=args.relay_http,
     )
 
 
@@ -1039,6 +1049,7 @@ def _write(opts: Options, started: dt.datetime, rows: list[Row], *, final: bool)
         "redis": opts.redis,
         "admission": opts.admission,
         "extend": opts.extend,
+        "relay_http": opts.relay_http,
         "restart_per_level": opts.restart,
         "minutes": round((dt.datetime.now() - started).total_seconds() / 60, 1),
         "code": _git_state(),

@@ -333,6 +333,11 @@ CHAT_LEASE_SECONDS = env.float("CHAT_LEASE_SECONDS", default=10.0)
 CHAT_UPSTREAM_CONNECT_TIMEOUT = env.float("CHAT_UPSTREAM_CONNECT_TIMEOUT", default=5.0)
 CHAT_UPSTREAM_READ_TIMEOUT = env.float("CHAT_UPSTREAM_READ_TIMEOUT", default=60.0)
 CHAT_UPSTREAM_MAX_RETRIES = env.int("CHAT_UPSTREAM_MAX_RETRIES", default=2)
+# The SDK's HTTP transport: "aiohttp" (its DefaultAioHttpClient; a fifth less CPU per streamed delta) or
+# "httpx" (its default). chat/providers/anthropic_provider.py says why.
+CHAT_UPSTREAM_HTTP = env.str("CHAT_UPSTREAM_HTTP", default="aiohttp")
+if CHAT_UPSTREAM_HTTP not in ("aiohttp", "httpx"):
+    raise ImproperlyConfigured(f"CHAT_UPSTREAM_HTTP must be aiohttp or httpx, not {CHAT_UPSTREAM_HTTP!r}")
 CHAT_DEMO_TOKEN_DELAY = env.float("CHAT_DEMO_TOKEN_DELAY", default=0.03)
 CHAT_TOOLS = env.list("CHAT_TOOLS", default=["calculator", "current_time", "search_conversations"])
 CHAT_TOOL_TIMEOUT = env.float("CHAT_TOOL_TIMEOUT", default=10.0)

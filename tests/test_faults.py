@@ -18,6 +18,14 @@ from tests.support.streams import eventually, follow, reload, start_conversation
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
 
+@pytest.fixture(autouse=True, params=["aiohttp", "httpx"])
+def upstream_http(request: pytest.FixtureRequest, settings: Any) -> str:
+    """Every fault is told apart the same way under both of the SDK's HTTP transports (CHAT_UPSTREAM_HTTP):
+    the aiohttp one maps its own exceptions onto httpx2's, which is what the provider catches."""
+    settings.CHAT_UPSTREAM_HTTP = request.param
+    return str(request.param)
+
+
 @pytest.mark.parametrize(
     ("steps", "code", "words"),
     [

@@ -47,4 +47,5 @@ def get_provider() -> Provider:
         max_retries=settings.CHAT_UPSTREAM_MAX_RETRIES,
         connect_timeout=settings.CHAT_UPSTREAM_CONNECT_TIMEOUT,
         read_timeout=settings.CHAT_UPSTREAM_READ_TIMEOUT,
+        transport=settings.CHAT_UPSTREAM_HTTP,
     )
