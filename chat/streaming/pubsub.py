@@ -185,7 +185,12 @@ _outages: weakref.WeakKeyDictionary[BaseChannelLayer, _Outage] = weakref.WeakKey
 
 
 def _outage_of(channel_layer: BaseChannelLayer) -> _Outage:
-    return _outages.setdefault(channel_layer, _Outage())
+    # Not `setdefault(layer, _Outage())`: that builds an _Outage and its Backoff on every call, which is
+    # twice per delta published (measured: 31,188 of each for 15,000 deltas).
+    outage = _outages.get(channel_layer)
+    if outage is None:
+        outage = _outages[channel_layer] = _Outage()
+    return outage
 
 
 async def _quietly(what: str, operation: Callable[[], Awaitable[None]]) -> bool:
@@ -217,7 +222,8 @@ async def _quietly(what: str, operation: Callable[[], Awaitable[None]]) -> bool:
                 "channel layer still failing (%s: %s); retrying in %.1fs", type(exc).__name__, exc, delay
             )
         return False
-    _layer_is_back(channel_layer)
+    if outage.down_since is not None:
+        _layer_is_back(channel_layer)
     return True
 
 
