@@ -3,12 +3,8 @@ plus unit tests of the pure functions behind SSO (claims, domain rule, discovery
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,8 +22,8 @@ from accounts.policy import domain_allowed
 from accounts.selectors import InviteStatus
 from accounts.services import invite_consume, invite_create
 from chat.models import Conversation, Message
+from tests.support.settings_process import settings_value
 
-ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "a-long-pass-phrase-9"
 
 
@@ -140,21 +136,8 @@ def test_google_needs_the_workspace_domain_not_just_the_address(settings: Any) -
 
 
 def _settings_value(env: dict[str, str], name: str) -> str:
-    result = subprocess.run(
-        [sys.executable, "-c", f"from chatsite import settings; print(settings.{name})"],
-        # Only what the test gives, on top of a clean environment (no SIGNUP/DEBUG from the caller).
-        env={
-            **{k: v for k, v in os.environ.items() if k not in ("SIGNUP", "DEBUG", "SECRET_KEY")},
-            "DJANGO_SETTINGS_MODULE": "chatsite.settings",
-            **env,
-        },
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout.strip()
+    # Only what the test gives, on top of a clean environment (no SIGNUP/DEBUG from the caller).
+    return settings_value(env, name, unset=("SIGNUP", "DEBUG", "SECRET_KEY"))
 
 
 def test_signup_defaults_to_invite_without_debug_and_open_with_it() -> None:

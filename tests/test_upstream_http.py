@@ -6,16 +6,10 @@ where it is set."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
 from chat.providers.anthropic_provider import AnthropicProvider, _client
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support.settings_process import settings_value
 
 
 async def test_each_setting_builds_the_sdk_client_on_its_own_transport() -> None:
@@ -35,25 +29,8 @@ def test_an_unknown_transport_is_refused_by_the_provider() -> None:
         )
 
 
-def _settings(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-c", "from chatsite import settings; print(settings.CHAT_UPSTREAM_HTTP)"],
-        env={
-            **{k: v for k, v in os.environ.items() if k != "CHAT_UPSTREAM_HTTP"},
-            "DJANGO_SETTINGS_MODULE": "chatsite.settings",
-            **env,
-        },
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
 def test_the_setting_defaults_to_aiohttp_and_refuses_anything_else_at_start_up() -> None:
-    default = _settings({})
-    assert default.returncode == 0, default.stderr
-    assert default.stdout.strip() == "aiohttp"
-    wrong = _settings({"CHAT_UPSTREAM_HTTP": "curl"})
-    assert wrong.returncode != 0
-    assert "CHAT_UPSTREAM_HTTP must be aiohttp or httpx, not 'curl'" in wrong.stderr
+    unset = ("DEBUG", "SECRET_KEY", "CHAT_UPSTREAM_HTTP")
+    assert settings_value({"DEBUG": "True"}, "CHAT_UPSTREAM_HTTP", unset=unset) == "aiohttp"
+    with pytest.raises(AssertionError, match="CHAT_UPSTREAM_HTTP must be aiohttp or httpx, not 'curl'"):
+        settings_value({"DEBUG": "True", "CHAT_UPSTREAM_HTTP": "curl"}, "CHAT_UPSTREAM_HTTP", unset=unset)
