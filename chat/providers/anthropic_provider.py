@@ -68,7 +68,7 @@ class AnthropicProvider:
         max_retries: int,
         connect_timeout: float,
         read_timeout: float,
-        transport: str = "aiohttp",
+        transport: str,
     ) -> None:
         if transport not in TRANSPORTS:
             raise ValueError(f"Unknown upstream HTTP transport {transport!r}: use {' or '.join(TRANSPORTS)}.")
