@@ -88,15 +88,22 @@ async def _request_finished(sender: type) -> None:
 _KEPT_BY_SHED = frozenset({"_files", "_stream"})
 
 
-def shed(request: HttpRequest) -> None:
-    """Drop what a request holds once its streaming response exists, except what `close()` needs.
+def shed(request: HttpRequest, *, keep: frozenset[str] = _KEPT_BY_SHED) -> None:
+    """Drop what a request holds, except `keep` (by default, what `close()` needs).
 
-    The response keeps `request.close` to call at the end, so without this an event stream keeps its whole
-    request alive for as long as it streams: headers, cookies, the query dicts, the resolver match, the
-    session and the user (traced: ~31 KB per open stream of Django objects, docs/notes/memory.md). The view
-    and the middleware have all returned by then; nothing reads the request again."""
+    Once its streaming response exists: the response keeps `request.close` to call at the end, so without
+    this an event stream keeps its whole request alive for as long as it streams: headers, cookies, the
+    query dicts, the resolver match, the session and the user (traced: ~31 KB per open stream of Django
+    objects, docs/notes/memory.md). The view and the middleware have all returned by then; nothing reads
+    the request again.
+
+    And once any request is over (`keep=frozenset()`): a request is a knot of reference cycles by Django's
+    design (`request.user` is a lazy object whose closure holds the request, `request.auser` a partial of
+    it, the messages storage and `request.htmx` hold it back), so refcounting never frees it. A request
+    lives through many young collections while it is handled and is promoted to the oldest generation, so
+    its garbage (session, user, query dicts, whatever the view hung on it) waited for a full collection."""
     attributes = vars(request)
-    kept = {name: value for name, value in attributes.items() if name in _KEPT_BY_SHED}
+    kept = {name: value for name, value in attributes.items() if name in keep}
     attributes.clear()
     attributes.update(kept)
 
@@ -187,27 +194,30 @@ class StreamingASGIHandler(ASGIHandler):
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         for task in tasks:
             if task.done():
-                try:
-                    task.result()
-                except RequestAborted:
-                    pass
-                except AssertionError:
-                    body_file.close()
-                    raise
+                # `exception()`, where Django calls `result()` and catches RequestAborted: re-raising the
+                # task's exception here would add this frame to its traceback, and this frame holds the
+                # task that holds the exception. That cycle kept every request whose client hung up
+                # (every POST, every finished stream: daphne sends http.disconnect once the response is
+                # done), with its request, response and rendered context, until a full collection.
+                error = task.exception()  # CancelledError if the task was cancelled, as `result()`
+                if error is not None and not isinstance(error, RequestAborted):
+                    if isinstance(error, AssertionError):
+                        body_file.close()
+                    raise error
             else:
                 task.cancel()
                 try:
                     await task
                 except asyncio.CancelledError:
                     pass
-        try:
-            response = tasks[1].result()
-        except asyncio.CancelledError:
+        if tasks[1].cancelled():
             await _request_finished(self.__class__)
         else:
+            response = tasks[1].result()
             if response is not None:
                 await _close(response)
         body_file.close()
+        shed(request, keep=frozenset())
 
 
 def get_asgi_application() -> StreamingASGIHandler:

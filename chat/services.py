@@ -353,7 +353,9 @@ def _new_reply(conversation: Conversation, *, parent: Message, also_save: Sequen
         model=conversation.model or settings.CHAT_MODEL,
         lease_expires_at=lease_deadline(),
     )
-    conversation.current = reply
+    # The id, not the instance: `reply` already points at `conversation`, and a pointer back would make the
+    # pair a reference cycle, which outlives the request until a full garbage collection (chat.handlers).
+    conversation.current_id = reply.pk
     conversation.save(update_fields=["current", "updated_at", *also_save])
     return reply
 
@@ -462,7 +464,7 @@ def branch_switch(*, message: Message) -> Message:
     newest message below it. Returns that end."""
     conversation = _lock(message.conversation)
     leaf = newest_leaf(message=message)
-    conversation.current = leaf
+    conversation.current_id = leaf.pk  # the id: no reference cycle (see `_new_reply`)
     conversation.save(update_fields=["current"])
     return leaf
 
@@ -515,7 +517,7 @@ def message_continue(*, reply: Message) -> Message:
     )
     if not updated:  # someone else continued it first: never run two generations of one reply
         raise ValidationError("This reply is already being continued.", code="busy")
-    conversation.current = newest_leaf(message=reply)
+    conversation.current_id = newest_leaf(message=reply).pk  # the id: no reference cycle (see `_new_reply`)
     conversation.save(update_fields=["current", "updated_at"])
     reply.refresh_from_db()
     return reply

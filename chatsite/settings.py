@@ -79,7 +79,9 @@ WSGI_APPLICATION = None
 
 TEMPLATES = [
     {
-        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        # Django's backend, with each render's context taken apart after it (a reference cycle otherwise).
+        "BACKEND": "chatsite.templating.DjangoTemplates",
+        "NAME": "django",  # the name django-template-partials looks for (it adds its loader to that engine)
         # A symlink to the repository's templates/; a real directory in an installed wheel.
         "DIRS": [PACKAGE_DIR / "templates"],
         "APP_DIRS": True,

@@ -164,16 +164,8 @@ class AsgiClient:
         htmx: bool = True,
         timeout: float = 10.0,
     ) -> Response:
-        headers = dict(headers or {})
-        body = b""
-        if method == "POST":
-            body = urlencode(data or {}, doseq=True).encode()  # a list value repeats its key
-            headers.setdefault("content-type", "application/x-www-form-urlencoded")
-            if csrf:
-                headers.setdefault("x-csrftoken", CSRF)
-        if htmx:
-            headers.setdefault("hx-request", "true")
-        communicator = ApplicationCommunicator(self.app, self._scope(method, path, headers, ""))
+        scope, body = self._prepared(method, path, data=data, headers=headers, csrf=csrf, htmx=htmx)
+        communicator = ApplicationCommunicator(self.app, scope)
         await communicator.send_input({"type": "http.request", "body": body, "more_body": False})
         start = await communicator.receive_output(timeout)
         status = start["status"]
@@ -187,6 +179,59 @@ class AsgiClient:
         await communicator.wait(timeout)
         self._keep_cookies(start["headers"])
         return Response(status, response_headers, b"".join(chunks))
+
+    def _prepared(
+        self,
+        method: str,
+        path: str,
+        *,
+        data: dict[str, str | list[str]] | None,
+        headers: dict[str, str] | None,
+        csrf: bool,
+        htmx: bool,
+    ) -> tuple[dict[str, Any], bytes]:
+        """The scope and body of a request as a browser (or htmx) would send it."""
+        headers = dict(headers or {})
+        body = b""
+        if method == "POST":
+            body = urlencode(data or {}, doseq=True).encode()  # a list value repeats its key
+            headers.setdefault("content-type", "application/x-www-form-urlencoded")
+            if csrf:
+                headers.setdefault("x-csrftoken", CSRF)
+        if htmx:
+            headers.setdefault("hx-request", "true")
+        return self._scope(method, path, headers, ""), body
+
+    async def request_as_daphne(
+        self,
+        method: str,
+        path: str,
+        *,
+        data: dict[str, str | list[str]] | None = None,
+        headers: dict[str, str] | None = None,
+        timeout: float = 20.0,
+    ) -> Response:
+        """A whole request (an event stream included, read to its end), with the one thing daphne does that
+        `request` does not: the moment the response's last body message is sent, the application is told
+        `http.disconnect` (daphne's `WebRequest.finish()`), while its handler is still finishing."""
+        scope, body = self._prepared(method, path, data=data, headers=headers, csrf=True, htmx=True)
+        inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        inbox.put_nowait({"type": "http.request", "body": body, "more_body": False})
+        start: dict[str, Any] = {}
+        chunks: list[bytes] = []
+
+        async def send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                start.update(message)
+            elif message["type"] == "http.response.body":
+                chunks.append(message.get("body", b""))
+                if not message.get("more_body", False):
+                    inbox.put_nowait({"type": "http.disconnect"})
+
+        await asyncio.wait_for(self.app(scope, inbox.get, send), timeout)
+        self._keep_cookies(start["headers"])
+        response_headers = {k.decode().lower(): v.decode() for k, v in start["headers"]}
+        return Response(start["status"], response_headers, b"".join(chunks))
 
     def _keep_cookies(self, headers: list[tuple[bytes, bytes]]) -> None:
         for key, value in headers:
