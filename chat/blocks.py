@@ -36,11 +36,17 @@ class _Fence:
 
 
 class BlockSplitter:
-    """Feed text as it streams; `feed` returns the new cut offsets (absolute, counting from `base`)."""
+    """Give it the text as it streams; it returns the new cut offsets (absolute, counting from `base`).
+
+    Two ways to give it: `feed(piece)`, each new piece, and the scanner keeps the open line itself; or
+    `scan(text)`, the whole text so far (the scanner's `base` is an offset into it), when the caller keeps
+    the text anyway: the scanner then holds no copy of it. (The producer does: a one-paragraph reply is one
+    open line, so with `feed` the scanner held a second copy of the whole reply while it streamed.)"""
 
     def __init__(self, base: int = 0) -> None:
         self.line_start = base  # offset where the current (incomplete) line starts
-        self.line = ""  # the current incomplete line
+        self.scanned = base  # offset up to which the text has been looked at
+        self.line = ""  # `feed` only: the current incomplete line
         self.last_cut = base
         self.fence: _Fence | None = None
         self.in_list = False
@@ -50,17 +56,28 @@ class BlockSplitter:
         self.disabled = False
 
     def feed(self, text: str) -> list[int]:
+        """Scan the next piece of the stream."""
+        open_line = self.line + text
+        origin = self.line_start
+        cuts = self._scan(open_line, origin)
+        self.line = open_line[self.line_start - origin :]
+        return cuts
+
+    def scan(self, text: str) -> list[int]:
+        """Scan the stream up to the end of `text`, the whole stream so far (the one given last time, with
+        more at its end); only a completed line is sliced out of it, for as long as it is looked at."""
+        return self._scan(text, 0)
+
+    def _scan(self, buffer: str, origin: int) -> list[int]:
+        """Scan `buffer[self.scanned - origin :]`; `buffer[i]` is the stream's character `origin + i`."""
         cuts: list[int] = []
-        while text:
-            newline = text.find("\n")
-            if newline < 0:
-                self.line += text
-                break
-            line, text = self.line + text[:newline], text[newline + 1 :]
-            self.line = ""
-            self._complete_line(line, cuts)
-        if self.line:
-            self._partial_line(cuts)
+        at = self.scanned - origin
+        while (newline := buffer.find("\n", at)) >= 0:
+            self._complete_line(buffer[self.line_start - origin : newline], cuts)
+            at = newline + 1
+        self.scanned = origin + len(buffer)
+        if self.line_start < self.scanned:
+            self._partial_line(buffer[self.line_start - origin], cuts)
         return cuts
 
     def _cut(self, at: int, cuts: list[int]) -> None:
@@ -71,13 +88,12 @@ class BlockSplitter:
         self.has_content = False
         self.after_blank = False
 
-    def _partial_line(self, cuts: list[int]) -> None:
-        """A line still arriving: cut before it once its first characters settle the question."""
+    def _partial_line(self, first: str, cuts: list[int]) -> None:
+        """A line still arriving (`first`: its first character): cut before it once that settles it."""
         if self.disabled or self.decided_line or self.fence is not None:
             return
         if not self.after_blank or not self.has_content:
             return
-        first = self.line[0]
         if first.isspace():
             return
         if self.in_list and first in _LIST_START_CHARS:

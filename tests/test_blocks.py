@@ -117,3 +117,29 @@ def test_a_partial_line_decides_as_soon_as_it_can() -> None:
 
 def test_offsets_start_at_the_base() -> None:
     assert BlockSplitter(base=100).feed("# H\nrest") == [104]
+
+
+@pytest.mark.parametrize("text", CORPUS)
+def test_scanning_the_whole_text_so_far_cuts_where_feeding_its_pieces_does(text: str) -> None:
+    """`scan` (the caller keeps the text) and `feed` (the scanner keeps the open line) agree, from any
+    base: the producer scans its reply text, which starts with earlier rounds' text."""
+    earlier = "Earlier round.\n\n"
+    for size in (1, 2, 7, len(text)):
+        fed = BlockSplitter()
+        scanned = BlockSplitter(base=len(earlier))
+        so_far = earlier
+        for i in range(0, len(text), size):
+            piece = text[i : i + size]
+            so_far += piece
+            assert [cut + len(earlier) for cut in fed.feed(piece)] == scanned.scan(so_far)
+
+
+def test_a_scanner_given_the_whole_text_holds_no_copy_of_it() -> None:
+    paragraph = "One long paragraph that streams as a single open line, " * 200
+    splitter = BlockSplitter()
+    so_far = ""
+    for word in paragraph.split(" "):
+        so_far += word + " "
+        splitter.scan(so_far)
+    held = [value for value in vars(splitter).values() if isinstance(value, str)]
+    assert all(len(value) <= 1 for value in held), held

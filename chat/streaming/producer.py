@@ -255,7 +255,7 @@ async def _produce(reply_id: int, requesting: asyncio.Future[None] | None, prepa
     )
     if state.markdown:  # Continue: the text so far is scanned (and its blocks rendered) once, here
         state.splitter = BlockSplitter(base=loaded.round_start)
-        state.blocks_upto(state.splitter.feed(loaded.text[loaded.round_start :]))
+        state.blocks_upto(state.splitter.scan(state.text))
     control_channel = await pubsub.new_channel()
     joined = await pubsub.join(control_channel, [pubsub.control_group(reply_id)])
 
@@ -398,8 +398,10 @@ async def _publish_text(state: ReplyState, text: str) -> None:
         return
     start = len(state.text)
     state.text += text
-    # Linear: the scanner looks at the new text only, and a block is rendered once, when it closes.
-    blocks = state.blocks_upto(state.splitter.feed(text)) if state.splitter is not None else None
+    # Linear: the scanner looks at the new text only, and a block is rendered once, when it closes. It is
+    # given the whole text (`scan`, not `feed`), so it keeps no copy of the open line: with one long
+    # paragraph, that was a second copy of the reply for as long as it streamed.
+    blocks = state.blocks_upto(state.splitter.scan(state.text)) if state.splitter is not None else None
     # Never raises: with the layer down the text is still kept here and saved; subscribers sync it later.
     await pubsub.publish(pubsub.audience_group(state.reply_id), pubsub.chunk(start, text, blocks=blocks))
 
