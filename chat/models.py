@@ -132,8 +132,9 @@ class Message(models.Model):
     def remember_attachments(self, attachments: list[Attachment]) -> None:
         """Make `self.attachments.all()` return `attachments` without a query, as `prefetch_related` would:
         for a message just written with them (its page and its reply's first request then read none)."""
-        # A plain queryset, not `self.attachments.all()`: the related manager's names `self` in its hints,
-        # which would make the message and its cache a reference cycle (freed only by a full collection).
+        # A plain queryset, not `self.attachments.all()`: the related manager's queryset names `self` in
+        # its hints, which would make the message and its cache a reference cycle (freed only by a full
+        # collection).
         queryset = Attachment.objects.filter(message_id=self.pk)
         queryset._result_cache = attachments  # what Django's prefetch_related_objects itself sets
         queryset._prefetch_done = True  # type: ignore[attr-defined]

@@ -3,11 +3,10 @@
 A `RequestContext` is a reference cycle by Django's design: its first `update()` pushes a `ContextDict`,
 which points back at the context. Refcounting never frees it, so everything the render was given (the
 request, model instances, querysets, the page's dataclasses) stays until a cyclic collection reaches it.
-A page's render allocates enough to see several young collections go by, so the context is promoted and
-waits for a full collection, with the rest of every render since the last one. Measured in the bench
-(a `gc.callbacks` timer and `gc.DEBUG_SAVEALL` in the server, `./bench/run --levels 50,100 --targets
-ours`, not committed): render contexts, with the conversations, messages and page objects they held, were
-most of what full collections found after the handler's own cycles were gone (chat.handlers).
+Most die in a young collection; one that sees young collections go by during its render (a page's) is
+promoted and waits for a full one. Found in the bench's server (`gc.DEBUG_SAVEALL`, not committed): every
+render's context, with the conversation, messages and page objects it held, was among the garbage the
+collector found. `tests/test_reference_cycles.py` checks that none is left.
 
 Emptying the context's list of dicts after the render breaks the cycle, so the render's objects go when
 the render returns. The test client's record of a render's context (`response.context`) is a copy with
