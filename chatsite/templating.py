@@ -30,7 +30,6 @@ class Template(django_backend.Template):
             return self.template.render(made)
         except TemplateDoesNotExist as exc:
             django_backend.reraise(exc, self.backend)
-            raise  # not reached: reraise raises
         finally:
             made.dicts.clear()
 
@@ -46,4 +45,3 @@ class DjangoTemplates(django_backend.DjangoTemplates):
             return Template(self.engine.get_template(template_name), self)
         except TemplateDoesNotExist as exc:
             django_backend.reraise(exc, self)
-            raise  # not reached: reraise raises

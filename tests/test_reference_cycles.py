@@ -10,6 +10,7 @@ each time."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 from collections.abc import Iterator
 from types import FrameType
@@ -95,7 +96,6 @@ async def test_the_collection_would_find_the_handlers_cycle_were_it_made(
 ) -> None:
     """The check above can fail: the cycle the handler used to make (a task's exception re-raised in the
     frame that holds the task) is found by the same collection."""
-    import asyncio
 
     async def hang_up() -> None:
         raise ConnectionResetError
