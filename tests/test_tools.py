@@ -152,11 +152,14 @@ async def test_tool_round_streams_into_the_same_message_and_history_stays_valid(
     # The follow-up request carried the matching tool_result.
     follow_up = {**upstream.requests[1]["body"]}
     follow_up["messages"] = without_breakpoints(follow_up["messages"])
-    assert follow_up["messages"][-2]["content"][-1] == {
-        "type": "tool_use",
-        "id": "toolu_1",
-        "name": "calculator",
-        "input": {"expression": "2+2"},
+    # The round replayed exactly: its text (filled from the reply's text, see `fill_streamed_text`), then
+    # its tool call.
+    assert follow_up["messages"][-2] == {
+        "role": "assistant",
+        "content": [
+            {"type": "text", "text": "Let me compute."},
+            {"type": "tool_use", "id": "toolu_1", "name": "calculator", "input": {"expression": "2+2"}},
+        ],
     }
     assert follow_up["messages"][-1] == {
         "role": "user",

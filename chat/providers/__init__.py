@@ -6,6 +6,7 @@ from django.conf import settings
 
 from chat.providers.anthropic_provider import AnthropicProvider
 from chat.providers.base import (
+    STREAMED_TEXT,
     Finished,
     Provider,
     ReplyRequest,
@@ -15,10 +16,12 @@ from chat.providers.base import (
     ThinkingDelta,
     ToolCallReady,
     ToolCallStarted,
+    fill_streamed_text,
 )
 from chat.providers.demo import DemoProvider
 
 __all__ = [
+    "STREAMED_TEXT",
     "Finished",
     "Provider",
     "ReplyRequest",
@@ -28,6 +31,7 @@ __all__ = [
     "ThinkingDelta",
     "ToolCallReady",
     "ToolCallStarted",
+    "fill_streamed_text",
     "get_provider",
     "is_demo_mode",
 ]

@@ -14,6 +14,7 @@ from anthropic.types import RawMessageStreamEvent
 
 from chat.errors import ReplyFailure
 from chat.providers.base import (
+    STREAMED_TEXT,
     Finished,
     ReplyRequest,
     Started,
@@ -153,7 +154,11 @@ REDACTED_NOTICE = "\n[Part of the reasoning was encrypted by the provider and is
 
 
 class _Turn:
-    """What one streamed assistant turn amounts to: its text and tool_use blocks, stop reason and usage."""
+    """What one streamed assistant turn amounts to: its blocks, stop reason and usage.
+
+    A text block is kept as its length only (`STREAMED_TEXT`): its text went out as `TextDelta`s, and the
+    producer, which keeps the reply's text, fills it in. Thinking is kept whole (it is replayed with its
+    signature, and the page's thinking text has notices the replay must not)."""
 
     def __init__(self) -> None:
         self.model = ""
@@ -181,7 +186,7 @@ class _Turn:
         if kind == "content_block_delta":  # the hot path: one per token
             delta = event.delta
             if delta.type == "text_delta":
-                self.blocks[event.index]["text"] += delta.text
+                self.blocks[event.index][STREAMED_TEXT] += len(delta.text)
                 return [TextDelta(delta.text)] if delta.text else []
             if delta.type == "input_json_delta":
                 self.tool_json[event.index].append(delta.partial_json)
@@ -213,9 +218,10 @@ class _Turn:
                 }
                 self.tool_json[event.index] = []
                 return [ToolCallStarted(id=block.id, name=block.name)]
-            if block.type == "text":
-                self.blocks[event.index] = {"type": "text", "text": block.text}
-            elif block.type == "thinking":
+            if block.type == "text":  # its start normally carries no text; any it does is streamed too
+                self.blocks[event.index] = {"type": "text", STREAMED_TEXT: len(block.text)}
+                return [TextDelta(block.text)] if block.text else []
+            if block.type == "thinking":
                 self.blocks[event.index] = {
                     "type": "thinking",
                     "thinking": block.thinking,
@@ -254,7 +260,7 @@ def _replayable(block: dict[str, Any]) -> bool:
     """Empty text blocks are refused by the API; a thinking block cut off before its signature arrived
     cannot be replayed (the signature is what the API checks)."""
     if block["type"] == "text":
-        return bool(block["text"])
+        return bool(block[STREAMED_TEXT])
     if block["type"] == "thinking":
         return bool(block["signature"])
     return True

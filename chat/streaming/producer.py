@@ -30,6 +30,7 @@ from chat.providers import (
     ThinkingDelta,
     ToolCallReady,
     ToolCallStarted,
+    fill_streamed_text,
     get_provider,
 )
 from chat.rendering import block_html, tool_call_html
@@ -334,6 +335,7 @@ async def _stream_round(state: ReplyState, provider: Any, request: ReplyRequest)
     finished: Finished | None = None
     state.round_started = None
     prefill = state.text[state.round_start :] if request.messages[-1]["role"] == "assistant" else ""
+    streamed_from = len(state.text)  # where this round's text begins (its blocks are filled from there)
     # Model output is cleaned here, where it enters the reply (NUL and lone surrogates become U+FFFD, one
     # character for one): what subscribers are sent is what the database can store, offset for offset.
     if state.first_token_at is None:
@@ -361,7 +363,10 @@ async def _stream_round(state: ReplyState, provider: Any, request: ReplyRequest)
                     tool_id, name = clean_model_text(item.id), clean_model_text(item.name)
                     await _publish_tool(state, tool_id, name, arguments=clean_model_data(item.input))
                 else:
-                    finished = dataclasses.replace(item, content=clean_model_data(item.content))
+                    # The round's text blocks, from the text kept here (already cleaned, one for one).
+                    content = clean_model_data(item.content)
+                    content = fill_streamed_text(content, state.text[streamed_from:])
+                    finished = dataclasses.replace(item, content=content)
     except ReplyFailure as failure:  # the provider's own failures (a used-up budget is raised elsewhere)
         metrics.upstream_error(failure.code)
         raise
