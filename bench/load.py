@@ -55,6 +55,8 @@ class StreamResult:
     sha256: str = ""
     reply_id: int | None = None
     ttft_added_ms: float | None = None
+    # Of the TTFT added, the part before the upstream: start sent -> the model request reached the upstream.
+    to_upstream_ms: float | None = None
     latencies_ms: list[float] = field(default_factory=list)
 
 
@@ -116,6 +118,7 @@ def analyse(result: StreamResult, t0: float, pieces: list[tuple[float, str]], ex
         if match[3] is not None:  # the first delta: also carries the upstream's request arrival time
             upstream_ttft = emitted - float(match[3])
             result.ttft_added_ms = ((received - t0) - upstream_ttft) * 1000
+            result.to_upstream_ms = (float(match[3]) - t0) * 1000
         count += 1
     result.deltas = count
     if count != expected:
@@ -252,6 +255,7 @@ async def run_load(cfg: Config) -> dict[str, Any]:
     wall = time.monotonic() - wall0
     latencies = sorted(v for r in results for v in r.latencies_ms)
     ttfts = sorted(r.ttft_added_ms for r in results if r.ttft_added_ms is not None)
+    to_upstream = sorted(r.to_upstream_ms for r in results if r.to_upstream_ms is not None)
     streams = []
     for r in results:
         row = asdict(r)
@@ -265,6 +269,7 @@ async def run_load(cfg: Config) -> dict[str, Any]:
         "latency_ms": {q: percentile(latencies, float(q[1:])) for q in ("p50", "p95", "p99")}
         | {"max": latencies[-1] if latencies else None},
         "ttft_added_ms": {q: percentile(ttfts, float(q[1:])) for q in ("p50", "p95", "p99")},
+        "to_upstream_ms": {q: percentile(to_upstream, float(q[1:])) for q in ("p50", "p95", "p99")},
         "ok": sum(r.ok for r in results),
         "errors": sum(not r.ok and not r.refused for r in results),
         "refused": sum(r.refused for r in results),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -16,6 +16,9 @@ class ReplyRequest:
     tools: list[dict[str, Any]] = field(default_factory=list)
     allow_tools: bool = True  # False: the model must answer in text (after the tool-round cap)
     thinking_budget: int | None = None  # extended thinking's budget_tokens; None = off
+    # Called (at least once) when the request has been built and is being sent, before the provider waits
+    # for the model: from then on the caller may use the CPU without delaying the request. See `stream`.
+    on_sending: Callable[[], None] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,8 @@ class Provider(Protocol):
 
     def stream(self, request: ReplyRequest) -> AsyncGenerator[StreamEvent, None]:
         """Yield `Started` (optional), text deltas, then exactly one `Finished`.
+
+        Call `request.on_sending` (when set) once the request is built and about to be sent.
 
         Raise `ReplyFailure` on provider errors.
 

@@ -49,6 +49,8 @@ class DemoProvider:
             prompt = content
         # Words with their following whitespace: about the size of model tokens.
         tokens = re.findall(r"\S+\s*|\s+", demo_reply(prompt))
+        if request.on_sending is not None:
+            request.on_sending()
         await asyncio.sleep(self.token_delay * 10)  # a realistic pause before the first token
         if request.thinking_budget:  # extended thinking on: a short simulated thought first
             for word in re.findall(r"\S+\s*", DEMO_THINKING):

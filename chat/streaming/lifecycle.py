@@ -75,8 +75,9 @@ def start_reply(
 async def astart_reply(
     reply_id: int, *, prepared: Loaded | None = None, wait: float = START_WAIT_SECONDS
 ) -> asyncio.Task[Any]:
-    """`start_reply`, then wait (at most `wait` seconds) until the reply's first upstream request is being
-    sent: its row and history loaded, the request built. The view renders its answer after that.
+    """`start_reply`, then wait (at most `wait` seconds) until the reply's first upstream request has left:
+    its row and history loaded, the request built and written (the producer's `_sending`). The view renders
+    its answer after that.
 
     Why: the render (10-20 ms of CPU for a new conversation's pane) and the reply's start (its load and
     the SDK's request) both need the GIL; run side by side, the render delayed the upstream request, which

@@ -109,6 +109,15 @@ class Wait:
 
 
 @dataclass(frozen=True)
+class Unanswered:
+    """First step only: the request is read and recorded, then nothing at all is answered (not even the
+    status line) until a test sets ``event`` (or ``timeout`` passes); then the rest of the script runs."""
+
+    event: threading.Event
+    timeout: float = 10.0
+
+
+@dataclass(frozen=True)
 class Ping:
     """An ``event: ping`` frame."""
 
@@ -176,6 +185,7 @@ Step: TypeAlias = (
     | Sleep
     | Stall
     | Wait
+    | Unanswered
     | Ping
     | ErrorEvent
     | Drop
@@ -192,6 +202,7 @@ _STEP_TYPES: tuple[type, ...] = (
     Sleep,
     Stall,
     Wait,
+    Unanswered,
     Ping,
     ErrorEvent,
     Drop,
@@ -221,8 +232,8 @@ def _validate(steps: list[Step]) -> None:
     for i, step in enumerate(steps):
         if not isinstance(step, _STEP_TYPES):
             raise TypeError(f"step {i} is not a fake_anthropic step: {step!r}")
-        if isinstance(step, HTTPError) and i != 0:
-            raise ValueError("HTTPError must be the first step of a script")
+        if isinstance(step, HTTPError | Unanswered) and i != 0:
+            raise ValueError(f"{type(step).__name__} must be the first step of a script")
 
 
 IMAGE_MEDIA_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp")
@@ -622,6 +633,9 @@ class FakeAnthropic:
                 }
             )
             script = self._queue.popleft() if self._queue else list(self.default_script)
+        if script and isinstance(script[0], Unanswered):
+            hold, script = script[0], script[1:]
+            await self._wait(Wait(hold.event, hold.timeout))
         if not isinstance(body, dict):
             return self._error_response(400, "invalid_request_error", "Request body is not a JSON object")
         problem = request_problem(body)
