@@ -8,7 +8,8 @@ each daphne process answers for itself, and a scraper sums over processes. The n
 - `chat_active_subscribers` (gauge): open SSE streams of replies;
 - `chat_first_token_seconds{part}` (histogram), two parts of the time to a reply's first token:
   - `upstream`: the provider's own — from the request to the provider being sent (the round that brought
-    the first token) to its first text or thinking delta being received here;
+    the first token; the moment the SDK hands the built request to its HTTP transport, `on_sending`) to its
+    first text or thinking delta being received here;
   - `added`: ours — from the start request arriving at this process (the ASGI scope's stamp, before any
     middleware) to the first delta being sent to a subscriber, minus the `upstream` part. So it holds the
     start path (session, transaction, loading the history), the hand-off from producer to subscriber, and

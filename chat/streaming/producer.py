@@ -230,8 +230,8 @@ async def produce_reply(
     reply_id: int, *, requesting: asyncio.Future[None] | None = None, prepared: Loaded | None = None
 ) -> None:
     """Generate reply `reply_id` (a STREAMING row) to the end, whatever happens to its viewers.
-    `requesting` is resolved once the first upstream request is being sent, or when the reply ends
-    before that (see `lifecycle.astart_reply`). `prepared`: `prepare_reply` of the row just committed;
+    `requesting` is resolved once the first upstream request has left (see `_sending`), or when the reply
+    ends before that (see `lifecycle.astart_reply`). `prepared`: `prepare_reply` of the row just committed;
     else it is loaded here."""
     try:
         await _produce(reply_id, requesting, prepared)
