@@ -24,10 +24,17 @@ SIDEBAR_PAGE = 50
 @dataclass(frozen=True)
 class ConversationPage:
     """One page of the sidebar, newest first with pinned conversations on top; `next_cursor` (None on the
-    last page) is an opaque keyset position: pages stay fast however many conversations there are."""
+    last page) is an opaque keyset position: pages stay fast however many conversations there are.
+    `first`: the list's first page, which marks where its unpinned conversations begin (`pinned`: the
+    number of pinned ones before them), so a new conversation can be put in its place without a re-render."""
 
     items: list[Conversation]
     next_cursor: str | None
+    first: bool = True
+
+    @property
+    def pinned(self) -> int:
+        return next((i for i, item in enumerate(self.items) if not item.pinned), len(self.items))
 
 
 def conversation_list(*, user: Any, query: str = "") -> QuerySet[Conversation]:
@@ -63,7 +70,7 @@ def conversation_page(
     next_cursor = None
     if more and last is not None:
         next_cursor = f"{int(last.pinned)}~{last.updated_at.isoformat()}~{last.pk}"
-    return ConversationPage(items, next_cursor)
+    return ConversationPage(items, next_cursor, first=position is None)
 
 
 def _decode_cursor(cursor: str) -> tuple[bool, datetime, int] | None:

@@ -156,6 +156,30 @@ def test_sidebar_load_more_and_server_search(alice: User, alice_web: Client) -> 
 
 
 @pytest.mark.django_db
+def test_the_first_page_marks_where_a_new_conversation_goes(alice: User, alice_web: Client) -> None:
+    """A start answers with only the new conversation's sidebar entry, put after the marker: the first
+    page has exactly one, after the pinned conversations (or after all of them, or alone when there are
+    none); later pages have none (one id per page)."""
+    marker = '<li id="conversation-list-start" hidden></li>'
+
+    def before_marker(html: str) -> list[str]:
+        assert html.count(marker) == 1, html
+        return re.findall(r">(?:<span[^>]*>📌</span> )?([^<]+)</a></li>", html[: html.index(marker)])
+
+    assert before_marker(alice_web.get("/").content.decode()) == []
+    _many(alice, 55)
+    for title in ("Pinned A", "Pinned B"):
+        Conversation.objects.create(user=alice, title=title, pinned=True)
+    assert sorted(before_marker(alice_web.get("/").content.decode())) == ["Pinned A", "Pinned B"]
+    first = conversation_page(user=alice)
+    assert first.first and first.pinned == 2 and first.next_cursor
+    rest = alice_web.get("/search/", {"q": "", "cursor": first.next_cursor}).content.decode()
+    assert marker not in rest and 'href="/c/' in rest
+    found = alice_web.get("/search/?q=Pinned").content.decode()  # a search's list: all pinned
+    assert sorted(before_marker(found)) == ["Pinned A", "Pinned B"]
+
+
+@pytest.mark.django_db
 def test_pinning_puts_a_conversation_on_top_without_touching_its_date(alice: User, alice_web: Client) -> None:
     old = Conversation.objects.create(user=alice, title="Old but important")
     Conversation.objects.create(user=alice, title="Newer")

@@ -43,6 +43,26 @@ def _conversation(page: Page, upstream: FakeAnthropic, text: str, answer: str) -
     return page.url
 
 
+def test_a_new_conversation_takes_its_place_in_the_sidebar(page: Page, upstream: FakeAnthropic) -> None:
+    """The start's answer carries only the new conversation's sidebar entry (not the whole list): it
+    replaces the empty list's notice, is the current one, and goes below the pinned conversations and
+    above the others, as a reload of the page shows it."""
+    sidebar = page.locator("#conversation-list")
+    expect(sidebar).to_contain_text("No conversations yet.")
+    _conversation(page, upstream, "Pinned plan", "Kept on top.")
+    expect(sidebar).not_to_contain_text("No conversations yet.")
+    expect(sidebar.locator("[aria-current=page]")).to_have_text("Pinned plan")
+    page.get_by_role("button", name="Pin").click()
+    expect(page.get_by_role("button", name="Unpin")).to_be_visible()
+    _conversation(page, upstream, "Older talk", "One.")
+    _conversation(page, upstream, "Newest talk", "Two.")
+    names = ["📌 Pinned plan", "Newest talk", "Older talk"]
+    expect(sidebar.get_by_role("link")).to_have_text(names)
+    expect(sidebar.locator("[aria-current=page]")).to_have_text("Newest talk")
+    page.reload()
+    expect(sidebar.get_by_role("link")).to_have_text(names)
+
+
 def test_the_settings_of_a_conversation_just_started_load_when_opened(
     page: Page, upstream: FakeAnthropic
 ) -> None:
