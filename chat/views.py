@@ -396,13 +396,13 @@ async def message_send(request: HtmxHttpRequest, pk: int) -> HttpResponse:
 
 
 @request_db
-def _stream_subject(request: HttpRequest, pk: int, message_pk: int) -> tuple[Any, Message | None]:
-    """The signed-in user (session and user row) and their reply, in one call on the request database
-    threads; no message for an anonymous request."""
+def _stream_subject(request: HttpRequest, pk: int, message_pk: int) -> tuple[Any, str | None]:
+    """The signed-in user (session and user row) and their message's role, in one call on the request
+    database threads; no role for an anonymous request (a 404 for a message not theirs)."""
     user = request_user(request)
     if not user.is_authenticated:
         return user, None
-    return user, selectors.message_get(user=user, conversation_pk=pk, pk=message_pk)
+    return user, selectors.message_role(user=user, conversation_pk=pk, pk=message_pk)
 
 
 @require_GET
@@ -414,10 +414,10 @@ async def message_stream(request: HtmxHttpRequest, pk: int, message_pk: int) -> 
     It holds no thread and no database connection while it streams (measured: a thread and ~150 KB of RSS
     per open stream otherwise; chat/handlers.py): the session, user and message are loaded in one call on
     the request database threads, and nothing here calls `sync_to_async` (hence no `login_required`)."""
-    user, message = await _stream_subject(request, pk, message_pk)
-    if message is None:
+    user, role = await _stream_subject(request, pk, message_pk)
+    if role is None:
         return redirect_to_login(request.get_full_path())
-    if message.role != Message.Role.ASSISTANT:
+    if role != Message.Role.ASSISTANT:
         raise Http404("Not a reply")
     position = sse.parse_position(request.headers.get("Last-Event-ID"))
     if not position or position == (0, 0):
@@ -430,7 +430,7 @@ async def message_stream(request: HtmxHttpRequest, pk: int, message_pk: int) -> 
     # `done`: where the page's rendered Markdown blocks end (a stale, smaller value only resends blocks).
     done = _int(request.GET.get("done")) or 0
     events = reply_events(
-        message.pk,
+        message_pk,
         offset,
         user_id=user.pk,
         session_key=request.session.session_key,

@@ -35,6 +35,33 @@ async def test_sending_to_someone_elses_conversation_is_a_404_and_saves_nothing(
 
 
 @pytest.mark.django_db(transaction=True)
+async def test_only_the_owner_opens_a_replys_stream_and_only_a_replys(
+    alice_client: AsgiClient, bob_client: AsgiClient, upstream: FakeAnthropic, background: Any
+) -> None:
+    """The stream's open reads only the message's role (`message_role`), still scoped to its owner and
+    conversation: another user's reply, a question, or a reply under another conversation's id: 404."""
+    upstream.enqueue(Text("Hi."), End())
+    conversation, _, path = await start_conversation(alice_client, "Mine")
+    await follow(alice_client, path)
+    upstream.enqueue(Text("Other."), End())
+    other, _, other_path = await start_conversation(alice_client, "Other")
+    await follow(alice_client, other_path)
+    reply = await Message.objects.filter(conversation=conversation, role="assistant").aget()
+    question = await Message.objects.filter(conversation=conversation, role="user").aget()
+    for client, url in (
+        (bob_client, f"/c/{conversation.pk}/m/{reply.pk}/stream/"),
+        (alice_client, f"/c/{conversation.pk}/m/{question.pk}/stream/"),
+        (alice_client, f"/c/{other.pk}/m/{reply.pk}/stream/"),
+    ):
+        response = await client.request("GET", url)
+        assert response.status == 404, (url, response.status)
+    stream = await alice_client.open_stream(f"/c/{conversation.pk}/m/{reply.pk}/stream/")
+    assert stream.status == 200
+    await stream.events_until("done")
+    await stream.drain()
+
+
+@pytest.mark.django_db(transaction=True)
 async def test_a_new_message_and_its_stop_start_no_thread_of_their_own(
     alice_client: AsgiClient, upstream: FakeAnthropic, background: Any
 ) -> None:
