@@ -7,6 +7,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 
 from django.conf import settings
@@ -33,8 +34,9 @@ class ConversationPage:
     next_cursor: str | None
     first: bool = True
 
-    @property
+    @cached_property  # read for every item the page's template draws
     def pinned(self) -> int:
+        """How many of the items, from the top, are pinned."""
         return next((i for i, item in enumerate(self.items) if not item.pinned), len(self.items))
 
 
