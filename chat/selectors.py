@@ -101,6 +101,10 @@ def message_get(*, user: Any, conversation_pk: int, pk: int) -> Message:
     )
 
 
+async def amessage_get(*, user: Any, conversation_pk: int, pk: int) -> Message:
+    return await request_db(message_get)(user=user, conversation_pk=conversation_pk, pk=pk)
+
+
 def message_role(*, user: Any, conversation_pk: int, pk: int) -> str:
     """The role of one of `user`'s messages (404 for anyone else's): all an event stream needs to open.
     One column, no model built: measured 0.35 against `message_get`'s 0.52 ms, on every stream's open."""
@@ -112,10 +116,6 @@ def message_role(*, user: Any, conversation_pk: int, pk: int) -> str:
     if role is None:
         raise Http404("No such message")
     return role
-
-
-async def amessage_get(*, user: Any, conversation_pk: int, pk: int) -> Message:
-    return await request_db(message_get)(user=user, conversation_pk=conversation_pk, pk=pk)
 
 
 def attachment_for_viewer(*, user: Any, pk: int) -> Attachment:
