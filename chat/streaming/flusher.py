@@ -31,6 +31,9 @@ class Registration:
     # Extended thinking so far (its own text, saved alongside the answer's).
     thinking: Callable[[], str] = lambda: ""
     saved_thinking_length: int = 0
+    # Until the producer stops listening to its control group: it answers a sync, and its `end` is still
+    # to come (see `answers_syncs`).
+    answering: bool = True
 
 
 _replies: dict[int, Registration] = {}
@@ -51,6 +54,21 @@ def unregister(reply_id: int) -> None:
 def is_local(reply_id: int) -> bool:
     """True while this process is generating the reply: its lease is ours to renew, not to reap."""
     return reply_id in _replies
+
+
+def answers_syncs(reply_id: int) -> bool:
+    """True while this process is generating the reply and its producer still answers a subscriber's sync
+    and has yet to publish `end`. A subscriber that joined the reply's groups before asking this needs no
+    read of the row: the sync answer brings the text so far, and `end` will reach it."""
+    registration = _replies.get(reply_id)
+    return registration is not None and registration.answering
+
+
+def stop_answering(reply_id: int) -> None:
+    """The producer stops listening for syncs (its reply is ending): from now on, `answers_syncs` is False."""
+    registration = _replies.get(reply_id)
+    if registration is not None:
+        registration.answering = False
 
 
 def local_ids() -> list[int]:

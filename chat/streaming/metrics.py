@@ -18,6 +18,9 @@ each daphne process answers for itself, and a scraper sums over processes. The n
 - `chat_upstream_deltas_total` (counter): text and thinking deltas received from the provider;
 - `chat_deltas_sent_total{kind}` and `chat_delta_chars_sent_total{kind}` (counters): `delta` (answer text)
   and `thinking` SSE events sent to subscribers, and their characters (kind = text | thinking);
+- `chat_stream_snapshot_reads_total` (counter): subscribers' reads of a reply's row (a trip to the
+  background database thread): at open, unless the reply is being generated here; at the end, unless the
+  stream has sent the whole reply and `end` carried its rendering; and now and then on a quiet stream;
 - `chat_replies_total{status}` (counter): replies that ended here, by final status (complete, stopped,
   incomplete, error, interrupted; `gone` = deleted or reaped elsewhere, nothing saved);
 - `chat_upstream_errors_total{kind}` (counter): provider failures by the producer's kinds (timeout,
@@ -65,6 +68,7 @@ class Counts:
     """The engine's running totals, as plain ints (see the module docstring for why)."""
 
     __slots__ = (
+        "snapshot_reads",
         "subscribers",
         "text_chars",
         "text_events",
@@ -80,6 +84,7 @@ class Counts:
         self.text_chars = 0
         self.thinking_events = 0
         self.thinking_chars = 0
+        self.snapshot_reads = 0
 
 
 counts = Counts()
@@ -190,6 +195,12 @@ class _EngineCollector(Collector):
         chars.add_metric(["text"], counts.text_chars)
         chars.add_metric(["thinking"], counts.thinking_chars)
         yield chars
+        yield CounterMetricFamily(
+            "chat_stream_snapshot_reads",
+            "Subscribers' reads of a reply's row: at open unless the reply is generated here, at its end if "
+            "the stream is behind or on another process, and now and then on a quiet stream.",
+            value=counts.snapshot_reads,
+        )
         ended = CounterMetricFamily("chat_replies", "Replies that ended, by final status.", labels=["status"])
         for status, number in sorted(replies.items()):
             ended.add_metric([status], number)

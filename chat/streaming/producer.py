@@ -38,7 +38,7 @@ from chat.rendering import block_html, tool_call_html
 from chat.selectors import THINKING_TYPES, prefill_thinking, provider_history, split_prefill
 from chat.streaming import flusher, metrics, pubsub
 from chat.streaming.db import request_db
-from chat.streaming.store import areply_check_budget, areply_finish, areply_save_blocks
+from chat.streaming.store import FinalRender, areply_check_budget, areply_close, areply_save_blocks
 from chat.text import clean_model_data, clean_model_text
 from chat.tools import ToolContext, enabled_tools, get_tool
 from chat.tools.runner import run_tool_call
@@ -292,6 +292,7 @@ async def _produce(reply_id: int, requesting: asyncio.Future[None] | None, prepa
         raise
     finally:
         # Bounded: the final save and `end` never wait on the channel layer (see pubsub.stop_listening).
+        flusher.stop_answering(reply_id)  # before `end` is published: subscribers opening now read the row
         await pubsub.stop_listening(control, control_channel)
         try:
             await asyncio.shield(_close(state, outcome, control_channel))
@@ -564,6 +565,7 @@ async def _control_loop(
 
 
 async def _close(state: ReplyState, outcome: Outcome, control_channel: str) -> None:
+    final: FinalRender | None = None
     try:
         if outcome.status is not None:
             finished = outcome.finished
@@ -572,7 +574,7 @@ async def _close(state: ReplyState, outcome: Outcome, control_channel: str) -> N
             if state.round_started is not None:
                 state.add_usage(state.round_started)
                 state.round_started = None
-            await areply_finish(
+            final = await areply_close(
                 reply_id=state.reply_id,
                 content=state.text,
                 thinking=state.thinking,
@@ -592,4 +594,16 @@ async def _close(state: ReplyState, outcome: Outcome, control_channel: str) -> N
     finally:
         # Persist, then publish: a subscriber that sees `end` finds the final text in the database.
         await pubsub.leave(control_channel, [pubsub.control_group(state.reply_id)])
-        await pubsub.publish_end(state.reply_id)
+        await pubsub.publish_end(state.reply_id, _end_message(final))
+
+
+def _end_message(final: FinalRender | None) -> dict[str, Any] | None:
+    """`end` with the final rendering made in the final save's trip, when there is one."""
+    if final is None or final.html is None:
+        return None
+    return pubsub.end(
+        finished_at=final.finished_at.isoformat(),
+        length=final.length,
+        thinking_length=final.thinking_length,
+        html=final.html,
+    )

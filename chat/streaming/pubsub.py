@@ -116,8 +116,22 @@ async def request_stop(reply_id: int) -> bool:
     return await publish(control_group(reply_id), {"type": STOP})
 
 
-async def publish_end(reply_id: int) -> bool:
-    return await publish(audience_group(reply_id), {"type": END})
+def end(*, finished_at: str, length: int, thinking_length: int, html: str) -> dict[str, Any]:
+    """`end` with the reply's final rendering (`html`) and the version it shows: its `finished_at`
+    (ISO 8601) and the lengths of its text and thinking. A subscriber that has sent exactly that much
+    shows it as is; one that has not reads the row, as after a bare `end`."""
+    return {
+        "type": END,
+        "finished_at": finished_at,
+        "length": length,
+        "thinking_length": thinking_length,
+        "html": html,
+    }
+
+
+async def publish_end(reply_id: int, message: dict[str, Any] | None = None) -> bool:
+    """The reply has ended: `message` (see `end`) or a bare `end`."""
+    return await publish(audience_group(reply_id), message or {"type": END})
 
 
 # --- Ending open streams on purpose ----------------------------------------------------------------

@@ -2,8 +2,9 @@
 
 It sends the text from the client's offset, then the live tail, with no gap and no duplicate: every
 delta carries its end offset as the event id; a gap in the offsets (the channel layer may drop
-messages) triggers a sync from the producer; the final text always comes from the database, which
-the producer writes before it publishes `end`."""
+messages) triggers a sync from the producer; the final text is what the producer saved before it
+published `end`: `end` carries that version's rendering and lengths, and a subscriber that has sent exactly
+that much shows it as is; any other reads the row (as after a bare `end`, e.g. from the reaper)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,6 @@ from typing import Any
 
 from channels.exceptions import ChannelFull
 from django.conf import settings
-from django.template.loader import render_to_string
 from django.utils import timezone
 from django.utils.html import format_html
 
@@ -24,7 +24,7 @@ from chat.models import Message
 from chat.streaming import flusher, metrics, pubsub, sse
 from chat.streaming.caps import final_renders
 from chat.streaming.db import background_db
-from chat.streaming.store import areplies_reap_expired
+from chat.streaming.store import areplies_reap_expired, reply_final_html
 
 TICK = 1.0  # seconds between liveness checks while nothing arrives
 SYNC_PATIENCE = 3.0  # seconds to wait for the producer's sync answer before consulting the database
@@ -105,7 +105,7 @@ class Snapshot:
 
 
 @background_db
-def _snapshot(reply_id: int) -> Snapshot | None:
+def _read_snapshot(reply_id: int) -> Snapshot | None:
     row = (
         Message.objects.filter(pk=reply_id)
         .values("content", "status", "lease_expires_at", "thinking", "finished_at")
@@ -118,12 +118,22 @@ def _snapshot(reply_id: int) -> Snapshot | None:
     return Snapshot(row["content"], row["status"], expired, row["thinking"], row["finished_at"])
 
 
-@background_db
-def _final_html(reply_id: int) -> str | None:
-    message = Message.objects.select_related("conversation").filter(pk=reply_id).first()
-    if message is None:
+async def _snapshot(reply_id: int) -> Snapshot | None:
+    metrics.counts.snapshot_reads += 1
+    return await _read_snapshot(reply_id)
+
+
+_final_html = background_db(reply_final_html)
+
+
+def _final_of(message: dict[str, Any]) -> tuple[datetime, int, int, str] | None:
+    """The final version an `end` message carries (see `pubsub.end`): when the reply finished, the lengths
+    of its text and thinking, its rendering. None for a bare `end` (or one that does not parse)."""
+    try:
+        finished_at = datetime.fromisoformat(str(message["finished_at"]))
+        return finished_at, int(message["length"]), int(message["thinking_length"]), str(message["html"])
+    except (KeyError, TypeError, ValueError):
         return None
-    return render_to_string("chat/conversation.html#message", {"message": message})
 
 
 def ended_event(reason: str) -> bytes:
@@ -199,13 +209,18 @@ class _Subscription:
         joined = await pubsub.join(channel, self.groups)
         reader = None if attached else asyncio.create_task(self._read(channel, joined))
         try:
-            snapshot = await _snapshot(self.reply_id)
-            if snapshot is None:
-                return
-            if snapshot.status != Message.Status.STREAMING:
-                async for frame in self._finish(snapshot):
-                    yield frame
-                return
+            # Generated here, by a producer that still answers: its sync answer brings the text so far, and
+            # its `end` will reach this stream (joined above), so the row need not be read (one trip to the
+            # background database thread fewer per stream, on the start's path). Else the row says whether
+            # the reply is still streaming at all.
+            if not flusher.answers_syncs(self.reply_id):
+                snapshot = await _snapshot(self.reply_id)
+                if snapshot is None:
+                    return
+                if snapshot.status != Message.Status.STREAMING:
+                    async for frame in self._finish(snapshot):
+                        yield frame
+                    return
             await self._ask_sync(channel)
             async for frame in self._follow(channel):
                 yield frame
@@ -278,13 +293,13 @@ class _Subscription:
                     held = messages
                     continue
             frames: list[bytes] = []
-            ended = False
+            ended: dict[str, Any] | None = None
             for message in messages:
                 if message["type"] == pubsub.CLOSE:
                     yield b"".join(frames) + ended_event(str(message.get("reason", "")))
                     return
                 if message["type"] == pubsub.END:
-                    ended = True
+                    ended = message
                     break
                 if message["type"] == pubsub.THINKING:
                     at, thought = int(message["start"]), str(message["text"])
@@ -314,10 +329,15 @@ class _Subscription:
             if frames:
                 last_frame = time.monotonic()
                 yield b"".join(frames)  # what was already queued goes out in one write
-            if ended:
+            if ended is not None:
+                final = _final_of(ended)
+                if final is not None and (final[1], final[2]) == (self.sent, self.thinking_sent):
+                    # Followed to the end: the text sent is the text saved, and `end` brings its rendering.
+                    yield sse.event("done", final[3], event_id=self._position())
+                    return
                 snapshot = await _snapshot(self.reply_id)
                 if snapshot is not None:
-                    async for frame in self._finish(snapshot):
+                    async for frame in self._finish(snapshot, final):
                         yield frame
                 return
 
@@ -386,8 +406,11 @@ class _Subscription:
             await self._ask_sync(channel)  # the producer lives (its lease is fresh): ask again
         return False
 
-    async def _finish(self, snapshot: Snapshot) -> AsyncIterator[bytes]:
-        """The rest from the database (thinking, then text), then the final rendering."""
+    async def _finish(
+        self, snapshot: Snapshot, final: tuple[datetime, int, int, str] | None = None
+    ) -> AsyncIterator[bytes]:
+        """The rest from the database (thinking, then text), then the final rendering: `final`'s (from
+        `end`) if it shows the version the row has, else rendered once for every subscriber asking."""
         content = snapshot.content
         for frame in self._thinking_frames(0, snapshot.thinking):
             yield frame
@@ -395,8 +418,12 @@ class _Subscription:
             fresh, self.sent = content[self.sent :], len(content)
             self._count_text(len(fresh))
             yield sse.text_event("delta", fresh, event_id=self._position())
-        # Every subscriber asks at `end`: render the finished reply once for all of them.
-        key = (self.reply_id, snapshot.finished_at, len(content))
-        final = await final_renders.get(key, lambda: _final_html(self.reply_id))
-        if final is not None:
-            yield sse.event("done", final, event_id=self._position())
+        version = (snapshot.finished_at, len(content), len(snapshot.thinking))
+        if final is not None and final[:3] == version:
+            html: str | None = final[3]
+        else:
+            # Every subscriber asks at `end`: render the finished reply once for all of them.
+            key = (self.reply_id, snapshot.finished_at, len(content))
+            html = await final_renders.get(key, lambda: _final_html(self.reply_id))
+        if html is not None:
+            yield sse.event("done", html, event_id=self._position())
