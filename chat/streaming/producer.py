@@ -590,6 +590,7 @@ async def _close(state: ReplyState, outcome: Outcome, control_channel: str) -> N
                 cache_read_tokens=state.cache_read_tokens,
                 ttft_ms=state.ttft_ms,
                 duration_ms=round((time.monotonic() - state.started) * 1000),
+                user_id=state.context.user_id,
             )
     finally:
         # Persist, then publish: a subscriber that sees `end` finds the final text in the database.

@@ -153,19 +153,24 @@ def reply_finish(
     cache_read_tokens: int | None = None,
     ttft_ms: int | None = None,
     duration_ms: int | None = None,
+    user_id: int | None = None,
 ) -> datetime | None:
     """Write the final row of one attempt (first run, Retry's new reply, or a Continue) and bill it: the
     attempt's tokens and cost are added to the reply's (never overwritten), and to the user's daily rollup,
     in one transaction. Returns the `finished_at` it wrote, or None (and writes nothing) if the reply is no
-    longer streaming."""
-    row = (
-        Message.objects.filter(pk=reply_id, status=Message.Status.STREAMING)
-        .values("model", "conversation__user_id")
-        .first()
-    )
-    if row is None:
-        return None
-    billed_model = model or row["model"]
+    longer streaming. `user_id`: the reply's owner, if the caller knows it; with `model` too, the row is
+    not read first (the conditional UPDATE still says whether it was streaming)."""
+    if user_id is not None and model:
+        owner, billed_model = user_id, model
+    else:
+        row = (
+            Message.objects.filter(pk=reply_id, status=Message.Status.STREAMING)
+            .values("model", "conversation__user_id")
+            .first()
+        )
+        if row is None:
+            return None
+        owner, billed_model = row["conversation__user_id"], model or row["model"]
     usage = TokenUsage(
         input=input_tokens or 0,
         output=output_tokens or 0,
@@ -213,7 +218,7 @@ def reply_finish(
     if not Message.objects.filter(pk=reply_id, status=Message.Status.STREAMING).update(**fields):
         return None
     record_attempt(
-        user_id=row["conversation__user_id"],
+        user_id=owner,
         model=billed_model,
         usage=usage,
         cost=cost,
