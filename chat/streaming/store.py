@@ -260,7 +260,12 @@ def reply_close(
     if finished_at is None:
         return None
     thinking_length = len(thinking) if thinking is not None else -1  # -1: not known, matches no subscriber
-    return FinalRender(finished_at, len(content), thinking_length, reply_final_html(reply_id))
+    try:
+        html = reply_final_html(reply_id)
+    except Exception:  # the reply is saved either way; each subscriber then renders it itself, as before
+        logger.exception("reply %s: rendering the finished reply failed", reply_id)
+        html = None
+    return FinalRender(finished_at, len(content), thinking_length, html)
 
 
 def reply_check_budget(*, reply_id: int, user_id: int, model: str, usage: TokenUsage) -> ReplyFailure | None:

@@ -24,7 +24,7 @@ from chat.models import Message
 from chat.streaming import flusher, metrics, pubsub, sse
 from chat.streaming.caps import final_renders
 from chat.streaming.db import background_db
-from chat.streaming.store import areplies_reap_expired, reply_final_html
+from chat.streaming.store import FinalRender, areplies_reap_expired, reply_final_html
 
 TICK = 1.0  # seconds between liveness checks while nothing arrives
 SYNC_PATIENCE = 3.0  # seconds to wait for the producer's sync answer before consulting the database
@@ -126,12 +126,14 @@ async def _snapshot(reply_id: int) -> Snapshot | None:
 _final_html = background_db(reply_final_html)
 
 
-def _final_of(message: dict[str, Any]) -> tuple[datetime, int, int, str] | None:
-    """The final version an `end` message carries (see `pubsub.end`): when the reply finished, the lengths
-    of its text and thinking, its rendering. None for a bare `end` (or one that does not parse)."""
+def _final_of(message: dict[str, Any]) -> FinalRender | None:
+    """The final version an `end` message carries (see `pubsub.end`), or None for a bare `end` (or one
+    that does not parse)."""
     try:
         finished_at = datetime.fromisoformat(str(message["finished_at"]))
-        return finished_at, int(message["length"]), int(message["thinking_length"]), str(message["html"])
+        return FinalRender(
+            finished_at, int(message["length"]), int(message["thinking_length"]), str(message["html"])
+        )
     except (KeyError, TypeError, ValueError):
         return None
 
@@ -331,9 +333,13 @@ class _Subscription:
                 yield b"".join(frames)  # what was already queued goes out in one write
             if ended is not None:
                 final = _final_of(ended)
-                if final is not None and (final[1], final[2]) == (self.sent, self.thinking_sent):
+                if (
+                    final is not None
+                    and final.html is not None
+                    and (final.length, final.thinking_length) == (self.sent, self.thinking_sent)
+                ):
                     # Followed to the end: the text sent is the text saved, and `end` brings its rendering.
-                    yield sse.event("done", final[3], event_id=self._position())
+                    yield sse.event("done", final.html, event_id=self._position())
                     return
                 snapshot = await _snapshot(self.reply_id)
                 if snapshot is not None:
@@ -406,9 +412,7 @@ class _Subscription:
             await self._ask_sync(channel)  # the producer lives (its lease is fresh): ask again
         return False
 
-    async def _finish(
-        self, snapshot: Snapshot, final: tuple[datetime, int, int, str] | None = None
-    ) -> AsyncIterator[bytes]:
+    async def _finish(self, snapshot: Snapshot, final: FinalRender | None = None) -> AsyncIterator[bytes]:
         """The rest from the database (thinking, then text), then the final rendering: `final`'s (from
         `end`) if it shows the version the row has, else rendered once for every subscriber asking."""
         content = snapshot.content
@@ -419,8 +423,12 @@ class _Subscription:
             self._count_text(len(fresh))
             yield sse.text_event("delta", fresh, event_id=self._position())
         version = (snapshot.finished_at, len(content), len(snapshot.thinking))
-        if final is not None and final[:3] == version:
-            html: str | None = final[3]
+        if (
+            final is not None
+            and final.html is not None
+            and (final.finished_at, final.length, final.thinking_length) == version
+        ):
+            html: str | None = final.html
         else:
             # Every subscriber asks at `end`: render the finished reply once for all of them.
             key = (self.reply_id, snapshot.finished_at, len(content))
