@@ -228,24 +228,6 @@ SIGNUPS_PER_IP_PER_HOUR = env.int("SIGNUPS_PER_IP_PER_HOUR", default=10)
 # Sessions end after this long without a request (the expiry is renewed at most once a minute).
 SESSION_IDLE_MINUTES = env.int("SESSION_IDLE_MINUTES", default=120)
 SESSION_COOKIE_AGE = SESSION_IDLE_MINUTES * 60
-# One process (no REDIS_URL: its in-memory channel layer cannot span processes anyway) keeps the sessions
-# it has read in its memory, in front of the database (`cached_db`: writes go to both, a logout deletes
-# both, and a copy lives no longer than its session's expiry), so a signed-in request reads no session row
-# (measured, issue 15: 0.45 ms of CPU per read, and every reply is two requests). Several processes
-# (REDIS_URL) read the row each time: a copy in one process's memory would outlive a logout in another.
-SESSION_ENGINE = (
-    "django.contrib.sessions.backends.db" if REDIS_URL else "django.contrib.sessions.backends.cached_db"
-)
-SESSION_CACHE_ALIAS = "sessions"
-CACHES = {
-    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
-    "sessions": {
-        "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
-        "LOCATION": "sessions",
-        # Past this many, a third are dropped (read again from the database when next used).
-        "OPTIONS": {"MAX_ENTRIES": 20_000},
-    },
-}
 
 # --- i18n / static --------------------------------------------------------------------------------
 LANGUAGE_CODE = "en-us"
