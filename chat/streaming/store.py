@@ -247,9 +247,7 @@ class FinalRender:
     html: str | None
 
 
-def reply_close(
-    *, reply_id: int, content: str, thinking: str | None = None, **final: Any
-) -> FinalRender | None:
+def reply_close(*, reply_id: int, content: str, thinking: str, **final: Any) -> FinalRender | None:
     """`reply_finish` (`final`: its other keywords), then the final rendering of what it saved, in one
     call: the producer's one trip to the background database thread at a reply's end. Every subscriber
     shows this rendering at `end`; rendered here, a subscriber that has followed the reply to its end needs
@@ -259,13 +257,12 @@ def reply_close(
     finished_at = reply_finish(reply_id=reply_id, content=content, thinking=thinking, **final)
     if finished_at is None:
         return None
-    thinking_length = len(thinking) if thinking is not None else -1  # -1: not known, matches no subscriber
     try:
         html = reply_final_html(reply_id)
     except Exception:  # the reply is saved either way; each subscriber then renders it itself, as before
         logger.exception("reply %s: rendering the finished reply failed", reply_id)
         html = None
-    return FinalRender(finished_at, len(content), thinking_length, html)
+    return FinalRender(finished_at, len(content), len(thinking), html)
 
 
 def reply_check_budget(*, reply_id: int, user_id: int, model: str, usage: TokenUsage) -> ReplyFailure | None:
