@@ -28,7 +28,7 @@ from chat import throttling
 from chat.attachments import inspect_upload, make_thumbnail, safe_name
 from chat.models import Attachment, Conversation, Message, Share
 from chat.selectors import newest_leaf, transcript
-from chat.streaming.db import request_db
+from chat.streaming.db import request_db, start_db
 from chat.streaming.store import lease_deadline
 from chat.text import has_unstorable
 from usage.budgets import check_can_start
@@ -534,7 +534,7 @@ def message_request_stop(*, reply: Message) -> bool:
 
 
 async def amessage_edit(*, message: Message, text: str) -> SentMessage:
-    return await request_db(message_edit)(message=message, text=text)
+    return await start_db(message_edit)(message=message, text=text)
 
 
 async def abranch_switch(*, message: Message) -> Message:
@@ -542,11 +542,11 @@ async def abranch_switch(*, message: Message) -> Message:
 
 
 async def amessage_retry(*, reply: Message) -> Message:
-    return await request_db(message_retry)(reply=reply)
+    return await start_db(message_retry)(reply=reply)
 
 
 async def amessage_continue(*, reply: Message) -> Message:
-    return await request_db(message_continue)(reply=reply)
+    return await start_db(message_continue)(reply=reply)
 
 
 async def amessage_request_stop(*, reply: Message) -> bool:

@@ -51,7 +51,7 @@ from chat.streaming import (
     sse,
     start_reply,
 )
-from chat.streaming.db import request_db
+from chat.streaming.db import request_db, start_db
 from usage import selectors as usage_selectors
 
 logger = logging.getLogger(__name__)
@@ -283,7 +283,7 @@ class Committed:
     prepared: PreparedReply | None
 
 
-@request_db
+@start_db  # on the first token's path: ahead of renders and stream opens waiting for a thread
 def _commit_and_prepare(
     request: HttpRequest, commit: Callable[[User], services.SentMessage], *, new_conversation: bool = False
 ) -> Committed | None:

@@ -37,7 +37,7 @@ from chat.providers import (
 from chat.rendering import block_html, tool_call_html
 from chat.selectors import THINKING_TYPES, prefill_thinking, provider_history, split_prefill
 from chat.streaming import flusher, metrics, pubsub
-from chat.streaming.db import request_db
+from chat.streaming.db import start_db
 from chat.streaming.store import FinalRender, areply_check_budget, areply_close, areply_save_blocks
 from chat.text import clean_model_data, clean_model_text
 from chat.tools import ToolContext, enabled_tools, get_tool
@@ -182,7 +182,7 @@ class Loaded:
     prefill_thinking: list[dict[str, Any]]
 
 
-@request_db  # part of starting a reply: never queued behind the flusher's saves on the background threads
+@start_db  # part of starting a reply: never queued behind the flusher's saves on the background threads
 def _load(reply_id: int) -> Loaded | None:
     reply = Message.objects.select_related("conversation").filter(pk=reply_id).first()
     if reply is None or reply.status != Message.Status.STREAMING:

@@ -1,0 +1,134 @@
+"""The database threads' queue (chat.streaming.db.ThreadPool): what stands between a new message and its
+reply's upstream request (`start_db`) goes before everything else waiting for a request thread; results,
+errors and cancellation reach the caller as with `run_in_executor`; threads start as needed, up to the
+bound, and are kept. Causality only: gates and events decide the order, never a timer."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from chat.models import Message
+from chat.streaming import db
+from chat.streaming.db import ThreadPool, request_db
+from tests.support.asgi_client import AsgiClient, stream_path
+from tests.support.fake_anthropic import End, FakeAnthropic, Text
+from tests.support.streams import eventually, follow
+
+
+def _blocker(started: threading.Event, gate: threading.Event) -> Callable[[], None]:
+    def block() -> None:
+        started.set()
+        gate.wait(timeout=30)
+
+    return block
+
+
+class Occupied:
+    """Every thread of a pool busy, each until its own gate is set."""
+
+    def __init__(self, gates: list[threading.Event], futures: list[asyncio.Future[None]]) -> None:
+        self.gates = gates
+        self.futures = futures
+
+    async def release(self) -> None:
+        for gate in self.gates:
+            gate.set()
+        await asyncio.gather(*self.futures)
+
+
+async def _occupy(pool: ThreadPool) -> Occupied:
+    gates, futures = [], []
+    for _ in range(pool.workers):
+        started, gate = threading.Event(), threading.Event()
+        futures.append(pool.submit(_blocker(started, gate)))
+        gates.append(gate)
+        await asyncio.to_thread(started.wait, 30)
+    return Occupied(gates, futures)
+
+
+async def test_calls_submitted_first_run_before_the_rest_each_kind_in_order() -> None:
+    pool = ThreadPool(workers=1, name="test-order")
+    occupied = await _occupy(pool)
+    ran: list[str] = []
+    futures = [
+        pool.submit(lambda: ran.append("rest 1")),
+        pool.submit(lambda: ran.append("first 1"), first=True),
+        pool.submit(lambda: ran.append("rest 2")),
+        pool.submit(lambda: ran.append("first 2"), first=True),
+    ]
+    assert pool.waiting() == 4 and ran == []
+    await occupied.release()
+    await asyncio.gather(*futures)
+    assert ran == ["first 1", "first 2", "rest 1", "rest 2"]
+    assert pool.waiting() == 0
+
+
+async def test_results_and_errors_reach_the_caller() -> None:
+    pool = ThreadPool(workers=2, name="test-results")
+    assert await pool.submit(lambda: threading.current_thread().name) in ("test-results_0", "test-results_1")
+    with pytest.raises(ZeroDivisionError):
+        await pool.submit(lambda: 1 // 0)
+    assert await pool.submit(lambda: "still works", first=True) == "still works"
+
+
+async def test_a_cancelled_call_that_has_not_started_never_runs() -> None:
+    pool = ThreadPool(workers=1, name="test-cancel")
+    occupied = await _occupy(pool)
+    ran: list[str] = []
+    skipped = pool.submit(lambda: ran.append("skipped"))
+    kept = pool.submit(lambda: ran.append("kept"))
+    skipped.cancel()
+    await occupied.release()
+    await kept
+    assert ran == ["kept"]
+
+
+async def test_threads_start_as_needed_up_to_the_bound_and_are_kept() -> None:
+    pool = ThreadPool(workers=2, name="test-bound")
+
+    def names() -> set[str]:
+        return {t.name for t in threading.enumerate() if t.name.startswith("test-bound_")}
+
+    assert names() == set()
+    await pool.submit(lambda: None)
+    assert names() == {"test-bound_0"}
+    # A burst while the first thread is busy starts the second, never a third.
+    occupied = await _occupy(pool)
+    assert names() == {"test-bound_0", "test-bound_1"}
+    extra = [pool.submit(lambda: None) for _ in range(5)]
+    assert pool.waiting() == 5
+    await occupied.release()
+    await asyncio.gather(*extra)
+    assert names() == {"test-bound_0", "test-bound_1"}
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_new_messages_commit_goes_ahead_of_request_work_queued_before_it(
+    alice_client: AsgiClient, upstream: FakeAnthropic, background: Any
+) -> None:
+    """Every request thread busy; a read (as a stream's open or a page's render would be) waits for one;
+    then a new message arrives. When one thread frees up, it commits the new message first: the read,
+    queued earlier, already finds the reply's row."""
+    upstream.enqueue(Text("Served first."), End())
+    pool = db.pool("request")
+    occupied = await _occupy(pool)
+
+    def reply_exists() -> bool:
+        return Message.objects.filter(role=Message.Role.ASSISTANT).exists()
+
+    read = asyncio.ensure_future(request_db(reply_exists)())
+    await eventually(lambda: pool.waiting() == 1)
+    post = asyncio.ensure_future(alice_client.request("POST", "/c/start/", data={"text": "Hello"}))
+    await eventually(lambda: pool.waiting() == 2)  # the read, then the start's commit
+    occupied.gates[0].set()  # one thread frees up: it takes the commit, then the read
+    assert await read is True
+    await occupied.release()
+    response = await post
+    assert response.status == 200, response.text
+    _, events = await follow(alice_client, stream_path(response.text))
+    assert events[-1].event == "done"
