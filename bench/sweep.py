@@ -96,6 +96,7 @@ class Options:
     error_limit: float
     smoke: bool
     profile: list[int] = field(default_factory=list)  # levels at which to record the server with py-spy
+    profile_rate: int = 100  # py-spy samples per second
     processes: int = 1  # server processes of `scaled`
     redis: bool = False  # run `scaled`: the app on a private redis-server (channel layer, rate limits)
     admission: int | None = None  # run `bounded`: the app with CHAT_MAX_ACTIVE_REPLIES=admission
@@ -758,11 +759,11 @@ class Sweep:
         return verdict
 
     def _profile(self, server: Servers, target: str, n: int) -> subprocess.Popen[bytes]:
-        """py-spy (raw collapsed stacks, 100 Hz, non-blocking) on the (first) server process while the level
-        streams.
+        """py-spy (raw collapsed stacks, `--profile-rate` Hz, non-blocking) on the (first) server process
+        while the level streams.
 
         It costs CPU on the same cores: profiled levels are for finding where time goes, not for the table."""
-        seconds = max(2, int(self.opts.deltas / self.opts.rate))
+        seconds = max(2, round(self.opts.ramp + self.opts.ttft + self.opts.deltas / self.opts.rate))
         out = self.opts.out / f"profile-{target}-{n}.txt"
         spy = Path(sys.executable).parent / "py-spy"
         with (self.logs / "py-spy.log").open("ab") as log:
@@ -775,7 +776,7 @@ class Sweep:
                     "--duration",
                     str(seconds),
                     "--rate",
-                    "100",
+                    str(self.opts.profile_rate),
                     "--format",
                     "raw",
                     "--nonblocking",
@@ -921,6 +922,9 @@ def parse_args(argv: list[str] | None) -> Options:
     parser.add_argument("--no-restart", action="store_true", help="reuse each server across levels")
     parser.add_argument("--error-limit", type=float, default=0.01, help="stop a target above this error rate")
     parser.add_argument("--profile", help="comma-separated levels at which to py-spy the server(s)")
+    parser.add_argument(
+        "--profile-rate", type=int, default=100, help="py-spy samples per second with --profile (default 100)"
+    )
     parser.add_argument("--smoke", action="store_true", help="N=1,2, 20 deltas at 100/s: checks the harness")
     parser.add_argument(
         "--redis",
@@ -987,6 +991,7 @@ def parse_args(argv: list[str] | None) -> Options:
         error_limit=args.error_limit,
         smoke=smoke,
         profile=[int(v) for v in args.profile.split(",")] if args.profile else [],
+        profile_rate=args.profile_rate,
         processes=args.processes,
         redis=bool(args.redis),
         admission=args.admission,
