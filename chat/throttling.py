@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import functools
 import math
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from django.conf import settings
 from django.core.signals import setting_changed
@@ -18,13 +20,47 @@ from django.http import HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
 from django.shortcuts import render
 from limits import RateLimitItem, RateLimitItemPerHour, RateLimitItemPerMinute
-from limits.storage import Storage, storage_from_string
+from limits.storage import MemoryStorage, Storage, storage_from_string
 from limits.strategies import MovingWindowRateLimiter
+
+
+class SweptMemoryStorage(MemoryStorage):
+    """limits' in-memory storage, its expired entries swept at most every `sweep_seconds`, by the caller.
+
+    MemoryStorage sweeps from a `threading.Timer` of 10 ms, started again by every hit that finds the last
+    one finished, and each sweep walks every key. Measured (issue 15; 200 users' keys, one message every
+    20 ms, about the bench's start rate at N=50): 876 µs of CPU per message and a new thread each time,
+    in the commit of every new message, on the first token's path; the walk grows with the number of
+    users. The sweep only frees memory: a moving window counts just the entries inside it, and a fixed
+    window's counter is dropped when it is next read after its expiry, whatever the sweep has done."""
+
+    sweep_seconds = 10.0
+
+    def __init__(self, uri: str | None = None, **options: Any) -> None:
+        super().__init__(uri, **options)
+        self._swept_at = time.monotonic()
+        self._sweeping = threading.Lock()
+
+    def _MemoryStorage__schedule_expiry(self) -> None:
+        """Called by MemoryStorage before each hit (its private hook, hence the name): sweep here if due."""
+        now = time.monotonic()
+        if now - self._swept_at < self.sweep_seconds or not self._sweeping.acquire(blocking=False):
+            return
+        try:
+            self._swept_at = now
+            self._MemoryStorage__expire_events()  # type: ignore[attr-defined]
+        finally:
+            self._sweeping.release()
 
 
 @functools.cache
 def _limiter() -> MovingWindowRateLimiter:
-    storage: Storage = storage_from_string(settings.RATE_LIMIT_STORAGE_URL)  # type: ignore[assignment]
+    url = settings.RATE_LIMIT_STORAGE_URL
+    storage: Storage
+    if url == "memory://":
+        storage = SweptMemoryStorage()
+    else:
+        storage = storage_from_string(url)  # type: ignore[assignment]
     return MovingWindowRateLimiter(storage)
 
 
