@@ -184,8 +184,11 @@ class Loaded:
 
 @start_db  # part of starting a reply: never queued behind the flusher's saves on the background threads
 def _load(reply_id: int) -> Loaded | None:
-    reply = Message.objects.select_related("conversation").filter(pk=reply_id).first()
-    if reply is None or reply.status != Message.Status.STREAMING:
+    try:
+        reply = Message.objects.select_related("conversation").get(pk=reply_id)
+    except Message.DoesNotExist:
+        return None
+    if reply.status != Message.Status.STREAMING:
         return None
     return prepare_reply(reply)
 

@@ -229,9 +229,13 @@ def reply_finish(
 
 
 def reply_final_html(reply_id: int) -> str | None:
-    """A finished reply as its page shows it (the `message` partial), or None if the row is gone."""
-    message = Message.objects.select_related("conversation").filter(pk=reply_id).first()
-    if message is None:
+    """A finished reply as its page shows it (the `message` partial), or None if the row is gone. The
+    partial reads the message's own columns only (`conversation_id`, not the conversation). Read with
+    `get`, not `filter(...).first()`, whose ORDER BY and slice the ORM compiles on every call: measured
+    (issue 15, SQLite, one thread) 0.31 ms against 0.60 ms with `select_related("conversation")`."""
+    try:
+        message = Message.objects.get(pk=reply_id)
+    except Message.DoesNotExist:
         return None
     return render_to_string("chat/conversation.html#message", {"message": message})
 
