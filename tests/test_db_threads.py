@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from chat.models import Message
-from chat.streaming import db
+from chat.streaming import METRICS_REGISTRY, db
 from chat.streaming.db import ThreadPool, request_db
 from tests.support.asgi_client import AsgiClient, stream_path
 from tests.support.fake_anthropic import End, FakeAnthropic, Text
@@ -125,6 +125,7 @@ async def test_a_new_messages_commit_goes_ahead_of_request_work_queued_before_it
     await eventually(lambda: pool.waiting() == 1)
     post = asyncio.ensure_future(alice_client.request("POST", "/c/start/", data={"text": "Hello"}))
     await eventually(lambda: pool.waiting() == 2)  # the read, then the start's commit
+    assert METRICS_REGISTRY.get_sample_value("chat_db_calls_waiting", {"pool": "request"}) == 2
     occupied.gates[0].set()  # one thread frees up: it takes the commit, then the read
     assert await read is True
     await occupied.release()
@@ -132,3 +133,4 @@ async def test_a_new_messages_commit_goes_ahead_of_request_work_queued_before_it
     assert response.status == 200, response.text
     _, events = await follow(alice_client, stream_path(response.text))
     assert events[-1].event == "done"
+    assert METRICS_REGISTRY.get_sample_value("chat_db_calls_waiting", {"pool": "request"}) == 0

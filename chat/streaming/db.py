@@ -141,6 +141,11 @@ def pool(kind: str) -> ThreadPool:
     return found
 
 
+def waiting() -> dict[str, int]:
+    """Calls waiting for a thread, by pool (only the pools this process has started)."""
+    return {kind: found.waiting() for kind, found in sorted(_pools.items())}
+
+
 def _call(fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
     try:
         return fn(*args, **kwargs)

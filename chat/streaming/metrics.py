@@ -28,6 +28,9 @@ each daphne process answers for itself, and a scraper sums over processes. The n
   rejected, and `truncated` for a stream that ended without its stop reason);
 - `chat_flush_seconds` (histogram): the flusher's batched saves (one database call for every local reply);
 - `chat_admission_refusals_total` (counter): starts refused at the bound;
+- `chat_db_calls_waiting{pool}` (gauge): calls waiting for a database thread (`chat.streaming.db`), by
+  pool: `request` (a request's reads, writes and renders; a new message's commit goes first) and
+  `background` (the engine's saves and reads). Above zero for long: the process's database work is behind;
 - `process_*`: prometheus-client's process collector (CPU seconds, resident memory, open files).
 
 Cheap on the hot path, by construction: what changes per delta is a plain int attribute incremented on the
@@ -45,7 +48,7 @@ from prometheus_client import CollectorRegistry, Histogram, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from chat.streaming import admission
+from chat.streaming import admission, db
 
 __all__ = [
     "FIRST_TOKEN",
@@ -211,6 +214,15 @@ class _EngineCollector(Collector):
         for kind, number in sorted(upstream_errors.items()):
             errors.add_metric([kind], number)
         yield errors
+        queued = GaugeMetricFamily(
+            "chat_db_calls_waiting",
+            "Calls waiting for a database thread, by pool (request: a request's reads, writes and renders, "
+            "a new message's commit first; background: the engine's saves and reads).",
+            labels=["pool"],
+        )
+        for kind, number in db.waiting().items():
+            queued.add_metric([kind], number)
+        yield queued
         yield CounterMetricFamily(
             "chat_admission_refusals",
             "Reply starts refused because CHAT_MAX_ACTIVE_REPLIES were active.",
