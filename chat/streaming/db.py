@@ -20,8 +20,8 @@ docs/notes/perf.md), so SQLite connections stay open on these threads.
   upstream request (the commit of the exchange, a reply's load): under load these trips queue, and a
   page's render or a stream's open, which have the model's own time to first token to spare, wait instead.
 
-Functions run here with no request context (`loop.run_in_executor` copies no context variables): they take
-what they need as arguments. A connection that fails is closed, so the next call opens a fresh one."""
+Functions run here with no request context (the threads get no context variables): they take what they
+need as arguments. A connection that fails is closed, so the next call opens a fresh one."""
 
 from __future__ import annotations
 
@@ -99,6 +99,8 @@ class ThreadPool:
             elif self._threads < self._workers:
                 self._threads += 1
                 name = f"{self._name}_{self._threads - 1}"
+                # A daemon: nothing waits for it at exit. Nothing needs to: a server process drains its
+                # replies, final saves included, before it stops (chatsite.asgi).
                 threading.Thread(target=self._work, name=name, daemon=True).start()
         return future
 
