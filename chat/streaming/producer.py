@@ -182,7 +182,7 @@ class Loaded:
     prefill_thinking: list[dict[str, Any]]
 
 
-@start_db  # part of starting a reply: never queued behind the flusher's saves on the background threads
+@start_db  # part of starting a reply: not behind the flusher's saves, nor renders waiting for a thread
 def _load(reply_id: int) -> Loaded | None:
     try:
         reply = Message.objects.select_related("conversation").get(pk=reply_id)
