@@ -46,4 +46,4 @@ def test_expired_entries_are_swept_by_a_later_hit_when_due() -> None:
     storage.sweep_seconds = 0
     assert limiter.hit(item, "messages", "1")
     assert not storage.events.get("stale")  # limits keeps the emptied key; its entries are gone
-    assert len(storage.events["LIMITER/messages/1/100/1/minute"]) == 2  # the live window is kept
+    assert len(storage.events[item.key_for("messages", "1")]) == 2  # the live window is kept
