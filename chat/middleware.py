@@ -60,11 +60,19 @@ class SessionIdleRenewalMiddleware(InlineHooks, MiddlewareMixin):
     minute. Event streams never do: they hold no database connection while they stream.
 
     Under ASGI the check runs on the event loop when the request loaded its session already (every signed-in
-    view does); only an unloaded session is read in the request's thread. SessionMiddleware saves it."""
+    view does) or has none; only an unloaded session is read in the request's thread. SessionMiddleware
+    saves it."""
 
     async def aprocess_response(self, request: HttpRequest, response: HttpResponseBase) -> HttpResponseBase:
         session = getattr(request, "session", None)
-        if session is None or response.streaming or hasattr(session, "_session_cache"):
+        # No session cookie (a probe, a stranger): nothing to read, so nothing to renew; the check below
+        # then costs no read either. (It hopped to a thread: ~0.8 ms of CPU per request.)
+        if (
+            session is None
+            or response.streaming
+            or hasattr(session, "_session_cache")
+            or session.session_key is None
+        ):
             return self.process_response(request, response)
         return await sync_to_async(self.process_response)(request, response)
 
