@@ -6,8 +6,8 @@ from any process. What views and signals use is exported here; the modules behin
 - `admission`: at most CHAT_MAX_ACTIVE_REPLIES replies per process; a start past it is refused at once;
 - `metrics`: this process's numbers for `/metrics` (cheap counters on the hot path, read at scrape);
 - `flusher`: saves every local reply and renews its lease on a throttle, and knows whose each one is
-  (`generating_here`); `lifecycle`: start, reap, and
-  drain (on shutdown: refuse new replies, let running ones finish, save the rest as interrupted);
+  (`generating_here`); `lifecycle`: start, reap, and drain (on shutdown: refuse new replies, let running
+  ones finish, save the rest as interrupted);
 - `pubsub` (names and message shapes), `layers` (the in-memory layer), `db` (background ORM threads),
   `sse` (framing), `tasks` (detached tasks).
 
