@@ -5,8 +5,10 @@ the thread-free sign-in checks still send strangers to the login page and other 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +63,21 @@ async def test_only_the_owner_opens_a_replys_stream_and_only_a_replys(
     await stream.drain()
 
 
+@contextlib.contextmanager
+def finishing_threads() -> Iterator[list[threading.Thread]]:
+    """The threads in which requests finish (`request_finished`) while the block runs, in order."""
+    threads: list[threading.Thread] = []
+
+    def record(sender: object, **kwargs: object) -> None:
+        threads.append(threading.current_thread())
+
+    request_finished.connect(record)
+    try:
+        yield threads
+    finally:
+        request_finished.disconnect(record)
+
+
 @pytest.mark.django_db(transaction=True)
 async def test_a_new_message_and_its_stop_start_no_thread_of_their_own(
     alice_client: AsgiClient, upstream: FakeAnthropic, background: Any
@@ -70,13 +87,7 @@ async def test_a_new_message_and_its_stop_start_no_thread_of_their_own(
     started one. Django's `login_required` on these async views did (its check runs in `sync_to_async`);
     the start views load the user in their one trip to the database threads instead."""
     loop_thread = threading.current_thread()
-    finished_in: list[threading.Thread] = []
-
-    def record(sender: object, **kwargs: object) -> None:
-        finished_in.append(threading.current_thread())
-
-    request_finished.connect(record)
-    try:
+    with finishing_threads() as finished_in:
         upstream.enqueue(Text("Hi."), End())
         conversation, _, path = await start_conversation(alice_client, "Hello")
         await follow(alice_client, path)
@@ -86,8 +97,6 @@ async def test_a_new_message_and_its_stop_start_no_thread_of_their_own(
         reply = await Message.objects.filter(role="assistant").alatest("pk")
         stop = await alice_client.request("POST", f"/c/{conversation.pk}/m/{reply.pk}/stop/")
         assert stop.status == 204
-    finally:
-        request_finished.disconnect(record)
     assert len(finished_in) >= 4 and all(thread is loop_thread for thread in finished_in), finished_in
 
 
@@ -167,16 +176,8 @@ async def test_a_request_without_a_session_starts_no_thread_of_its_own(asgi_app:
     on the event loop (it hopped to a thread for the empty session: ~0.8 ms of CPU per probe, measured
     in-process on /healthz, 1,000 requests)."""
     loop_thread = threading.current_thread()
-    finished_in: list[threading.Thread] = []
-
-    def record(sender: object, **kwargs: object) -> None:
-        finished_in.append(threading.current_thread())
-
-    request_finished.connect(record)
-    try:
+    with finishing_threads() as finished_in:
         probe = AsgiClient(asgi_app)
         assert (await probe.request("GET", "/healthz", htmx=False)).status == 200
         assert (await probe.request("GET", "/readyz", htmx=False)).status == 200
-    finally:
-        request_finished.disconnect(record)
     assert len(finished_in) == 2 and all(thread is loop_thread for thread in finished_in), finished_in
