@@ -228,6 +228,8 @@ SIGNUPS_PER_IP_PER_HOUR = env.int("SIGNUPS_PER_IP_PER_HOUR", default=10)
 # Sessions end after this long without a request (the expiry is renewed at most once a minute).
 SESSION_IDLE_MINUTES = env.int("SESSION_IDLE_MINUTES", default=120)
 SESSION_COOKIE_AGE = SESSION_IDLE_MINUTES * 60
+# Django's database sessions, each request's row read by one plain SELECT (chatsite/sessions.py).
+SESSION_ENGINE = "chatsite.sessions"
 
 # --- i18n / static --------------------------------------------------------------------------------
 LANGUAGE_CODE = "en-us"

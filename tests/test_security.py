@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 import psycopg
 import pytest
+from django.conf import settings as django_settings
 from django.contrib.auth.models import User
 from django.contrib.sessions.backends.db import SessionStore
 from django.contrib.sessions.models import Session
@@ -25,6 +26,7 @@ from django.utils import timezone
 from chat.middleware import LAST_SEEN_KEY
 from chat.models import Conversation, Message
 from chat.rendering import is_local_image, render_markdown
+from chatsite.sessions import SessionStore as ChatsiteSessionStore
 from tests.support.asgi_client import AsgiClient, Response, session_cookies
 from tests.support.cluster import fresh_database, services_or_skip
 from tests.support.edge import PASSWORD, production_env, start_edge_server
@@ -559,3 +561,33 @@ async def test_logout_ends_that_sessions_open_streams(
     gate.set()
     events = await other.events_until("done")  # the other session still follows the reply
     assert "ended" not in {e.event for e in events}
+
+
+def test_the_session_engine_reads_what_djangos_database_sessions_read(alice: User) -> None:
+    """`chatsite.sessions` reads the row with its own SELECT: a live session loads the same data as
+    Django's database store; an expired or missing row, or one whose signature fails, is an empty session,
+    and a missing or expired row also drops the key (saving then makes a new one), as Django's does."""
+    assert django_settings.SESSION_ENGINE == "chatsite.sessions"
+    live = SessionStore()
+    live.update({"_auth_user_id": str(alice.pk), "note": "é ✓"})
+    live.create()
+    live.save()
+    ours = ChatsiteSessionStore(session_key=live.session_key)
+    expected = {"_auth_user_id": str(alice.pk), "note": "é ✓"}
+    assert ours.load() == SessionStore(session_key=live.session_key).load() == expected
+    assert ours.session_key == live.session_key
+
+    Session.objects.filter(session_key=live.session_key).update(expire_date=timezone.now())
+    for engine in (ChatsiteSessionStore, SessionStore):
+        store = engine(session_key=live.session_key)
+        assert store.load() == {} and store.session_key is None
+    missing = ChatsiteSessionStore(session_key="x" * 32)
+    assert missing.load() == {} and missing.session_key is None
+
+    tampered = SessionStore()
+    tampered["_auth_user_id"] = str(alice.pk)
+    tampered.create()
+    row = Session.objects.get(session_key=tampered.session_key)
+    row.session_data = row.session_data[:-4] + "AAAA"  # the signature no longer matches
+    row.save()
+    assert ChatsiteSessionStore(session_key=tampered.session_key).load() == {}
