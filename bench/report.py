@@ -302,8 +302,8 @@ def markdown(data: dict[str, Any]) -> str:
         "| target | N | ok / err / timeout | refused | added p50 / p95 / p99 / max ms "
         "| TTFT added p50 / p99 ms | CPU µs/delta | RSS idle → peak MB | RSS/stream KB "
         "| DB writes/reply mean / max | exact "
-        "| upstream late p99 ms · CPU % | client CPU % | load avg | metrics | held |",
-        "|---|---:|---|---:|---|---|---:|---|---:|---|---|---|---:|---:|---|---|",
+        "| upstream late p99 ms · CPU % | client CPU % | load avg | host steal % | metrics | held |",
+        "|---|---:|---|---:|---|---|---:|---|---:|---|---|---|---:|---:|---:|---|---|",
     ]
     for row in sorted(data["rows"], key=lambda r: (meta["targets"].index(r["target"]), r["n"])):
         kinds = f" ({'; '.join(row['error_kinds'])})" if row["error_kinds"] else ""
@@ -319,7 +319,8 @@ def markdown(data: dict[str, Any]) -> str:
             f"{_f(row['server_cpu_us_per_delta'], 0)} | {rss} | "
             f"{_f(row['rss_per_stream_kb'], 0)} | {writes} | {exact} | "
             f"{_f(row['upstream_lateness_p99'])} · {_f(row['upstream_cpu_pct'], 0)} | "
-            f"{_f(row['client_cpu_pct'], 0)} | {_f(row.get('loadavg_1m'))} | {row.get('metrics', 'n/a')} | "
+            f"{_f(row['client_cpu_pct'], 0)} | {_f(row.get('loadavg_1m'))} | {_f(row.get('steal_pct'))} | "
+            f"{row.get('metrics', 'n/a')} | "
             f"{'yes' if row['held'] else 'no'} |"
         )
     apps = [t for t in APP_TARGETS if _rows(data, t)]

@@ -104,6 +104,25 @@ class Options:
     relay_http: str = "httpx"  # the relay's SDK transport: its default (httpx), or aiohttp as the app uses
 
 
+def machine_cpu_times() -> list[int] | None:
+    """The machine's CPU times (the `cpu` line of /proc/stat, in clock ticks); None where there is none."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    except OSError:
+        return None
+    return [int(v) for v in fields[1:]] if fields and fields[0] == "cpu" else None
+
+
+def steal_pct(before: list[int] | None, after: list[int] | None) -> float | None:
+    """Stolen time (the 8th field) as a share of all CPU time between two `machine_cpu_times`; guest time
+    is already counted in user time, so the first eight fields are the whole."""
+    if before is None or after is None or len(before) < 8 or len(after) < 8:
+        return None
+    spent = [b - a for a, b in zip(before[:8], after[:8], strict=True)]
+    total = sum(spent)
+    return spent[7] / total * 100 if total > 0 else None
+
+
 @dataclass
 class Row:
     target: str
@@ -139,6 +158,9 @@ class Row:
     upstream_cpu_pct: float | None = None
     client_cpu_pct: float | None = None
     loadavg_1m: float | None = None  # the machine's load at the end of the level (other work shows here)
+    # Of the machine's CPU time during the level, the share the hypervisor gave to other guests (/proc/stat's
+    # `steal`): this host's slow phases show here, and every latency in the row is then the host's too.
+    steal_pct: float | None = None
     metrics: str = "n/a"  # /metrics cross-check: "ok", "mismatch (...)" or "n/a (...)"
     wall_s: float = 0.0
 
@@ -673,7 +695,7 @@ class Sweep:
         tag = f"{target}-{n}"
         spy = self._profile(server, target, n) if server and n in opts.profile else None
         counter = InstructionCounter(server, self.logs / f"perf-{target}-{n}.txt") if server else None
-        t0 = time.monotonic()
+        t0, cpu_times0 = time.monotonic(), machine_cpu_times()
         try:
             summary = self.load(
                 target, base, n, opts.deltas, opts.rate, opts.ramp, tag, timeout=nominal + opts.grace + 120
@@ -704,6 +726,7 @@ class Sweep:
         row.upstream_cpu_pct = (self.upstream.cpu_s() - up_cpu0) / wall * 100
         row.client_cpu_pct = summary["client_cpu_s"] / summary["wall_s"] * 100
         row.loadavg_1m = summary["loadavg_1m"]
+        row.steal_pct = steal_pct(cpu_times0, machine_cpu_times())
         lat, ttft = summary["latency_ms"], summary["ttft_added_ms"]
         row.lat_p50, row.lat_p95, row.lat_p99, row.lat_max = lat["p50"], lat["p95"], lat["p99"], lat["max"]
         row.ttft_p50, row.ttft_p99 = ttft["p50"], ttft["p99"]
