@@ -159,7 +159,7 @@ class Row:
     client_cpu_pct: float | None = None
     loadavg_1m: float | None = None  # the machine's load at the end of the level (other work shows here)
     # Of the machine's CPU time during the level, the share the hypervisor gave to other guests (/proc/stat's
-    # `steal`): this host's slow phases show here, and every latency in the row is then the host's too.
+    # `steal`). One cause of a slow host, not the only one: the relay's own CPU per delta gauges the rest.
     steal_pct: float | None = None
     metrics: str = "n/a"  # /metrics cross-check: "ok", "mismatch (...)" or "n/a (...)"
     wall_s: float = 0.0
