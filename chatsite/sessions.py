@@ -6,7 +6,9 @@ stream). In one thread on SQLite (best of three rounds of 400 loads): Django's `
 of it the ORM building the query; this one 83 µs, the decoding included (a missing row: 330 against 43
 µs). Nothing else changes: the row is read on every request (a session deleted or expired in the database
 ends at once, whichever process deleted it), it is written by Django's code, and a missing or expired row
-gives an empty session whose key is dropped, so that saving it makes a new one."""
+gives an empty session whose key is dropped, so that saving it makes a new one. The async `aload` stays
+Django's (same answer, the ORM's cost): nothing here calls it; the request paths load sessions in sync code
+on the request database threads."""
 
 from __future__ import annotations
 
