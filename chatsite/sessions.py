@@ -41,8 +41,6 @@ class SessionStore(db.SessionStore):
     def load(self) -> dict[str, Any]:
         """As Django's: the unexpired row of this key, decoded (a row that fails its signature check is
         an empty session, logged by `decode`); no such row: an empty session, and the key is dropped."""
-        if self.session_key is None:
-            return {}
         alias = router.db_for_read(self.model)
         connection = connections[alias]
         now = connection.ops.adapt_datetimefield_value(timezone.now())
