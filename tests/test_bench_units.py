@@ -1,8 +1,16 @@
-"""Pure functions of the benchmark harness."""
+"""Pure functions of the benchmark harness, and the sessions it signs its users in with."""
 
 from __future__ import annotations
 
-from bench.sweep import machine_cpu_times, steal_pct
+import pytest
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.test import Client
+from django.urls import reverse
+
+from bench.sweep import Scrape, machine_cpu_times, parse_metrics, request_pool_calls, steal_pct
+from chat.middleware import LAST_SEEN_KEY
+from chatsite.sessions import SessionStore
 
 
 def test_steal_is_the_share_of_all_cpu_time_the_hypervisor_took() -> None:
@@ -14,7 +22,62 @@ def test_steal_is_the_share_of_all_cpu_time_the_hypervisor_took() -> None:
     assert steal_pct(None, after) is None and steal_pct(before, None) is None
 
 
+def _db_scrape(calls: float, wait: float, run: float, cpu: float) -> Scrape:
+    return Scrape(
+        samples=parse_metrics(
+            f'chat_db_calls_total{{pool="request"}} {calls}\n'
+            f'chat_db_call_wait_seconds_total{{pool="request"}} {wait}\n'
+            f'chat_db_call_seconds_total{{pool="request"}} {run}\n'
+            f'chat_db_call_cpu_seconds_total{{pool="request"}} {cpu}\n'
+            'chat_db_calls_total{pool="background"} 999\n'
+        )
+    )
+
+
+def test_request_pool_calls_is_the_levels_growth_summed_over_processes() -> None:
+    before = [_db_scrape(10, 1.0, 2.0, 1.0), _db_scrape(0, 0, 0, 0)]
+    after = [_db_scrape(110, 2.0, 6.0, 1.5), _db_scrape(100, 1.0, 4.0, 0.5)]
+    wait_ms, ratio = request_pool_calls(before, after)
+    assert wait_ms == 2.0 / 200 * 1000  # 2 s of waiting over 200 calls
+    assert ratio == 8.0 / 1.0  # 8 s running for 1 s of CPU: the calls waited for the GIL
+    assert request_pool_calls(before, before) == (None, None)  # nothing ran
+    assert request_pool_calls([Scrape(failure="HTTP 404")], after[:1]) == (None, None)
+    assert request_pool_calls([Scrape()], [Scrape()]) == (None, None)  # an app without these counters
+
+
 def test_machine_cpu_times_reads_the_cpu_line() -> None:
     times = machine_cpu_times()
     if times is not None:  # Linux
         assert len(times) >= 8 and all(t >= 0 for t in times)
+
+
+@pytest.mark.django_db
+def test_bench_sessions_are_signed_in_as_the_login_page_signs_in(client: Client) -> None:
+    """The bench's users are signed in by Django's `login` (with the app's receivers): a first request
+    renews nothing, as after a real sign-in. A session written by hand, without the idle clock the login
+    starts, is renewed (saved) by its first request: that was every bench start's extra write."""
+    from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
+
+    from bench.dbtool import signed_in_sessions
+
+    keys = signed_in_sessions(2)
+    assert len(set(keys)) == 2
+    for key, name in zip(keys, ["bench00000", "bench00001"], strict=True):
+        session = SessionStore(key)
+        user = User.objects.get(username=name)
+        assert session[SESSION_KEY] == str(user.pk)
+        assert session[BACKEND_SESSION_KEY] == "django.contrib.auth.backends.ModelBackend"
+        assert session[HASH_SESSION_KEY] == user.get_session_auth_hash()
+        assert isinstance(session[LAST_SEEN_KEY], int)
+    client.cookies[settings.SESSION_COOKIE_NAME] = keys[0]
+    response = client.get(reverse("chat:home"))
+    assert response.status_code == 200
+    assert settings.SESSION_COOKIE_NAME not in response.cookies  # signed in, nothing saved
+
+    by_hand = SessionStore()
+    by_hand.update({key: value for key, value in SessionStore(keys[1]).items() if key != LAST_SEEN_KEY})
+    by_hand.create()
+    assert by_hand.session_key is not None
+    client.cookies[settings.SESSION_COOKIE_NAME] = by_hand.session_key
+    response = client.get(reverse("chat:home"))
+    assert response.status_code == 200 and settings.SESSION_COOKIE_NAME in response.cookies  # renewed
