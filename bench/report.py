@@ -302,8 +302,9 @@ def markdown(data: dict[str, Any]) -> str:
         "| target | N | ok / err / timeout | refused | added p50 / p95 / p99 / max ms "
         "| TTFT added p50 / p99 ms | CPU µs/delta | RSS idle → peak MB | RSS/stream KB "
         "| DB writes/reply mean / max | exact "
-        "| upstream late p99 ms · CPU % | client CPU % | load avg | host steal % | metrics | held |",
-        "|---|---:|---|---:|---|---|---:|---|---:|---|---|---|---:|---:|---:|---|---|",
+        "| upstream late p99 ms · CPU % | client CPU % | load avg | host steal % "
+        "| DB calls: wait ms · wall ÷ CPU | metrics | held |",
+        "|---|---:|---|---:|---|---|---:|---|---:|---|---|---|---:|---:|---:|---|---|---|",
     ]
     for row in sorted(data["rows"], key=lambda r: (meta["targets"].index(r["target"]), r["n"])):
         kinds = f" ({'; '.join(row['error_kinds'])})" if row["error_kinds"] else ""
@@ -320,6 +321,7 @@ def markdown(data: dict[str, Any]) -> str:
             f"{_f(row['rss_per_stream_kb'], 0)} | {writes} | {exact} | "
             f"{_f(row['upstream_lateness_p99'])} · {_f(row['upstream_cpu_pct'], 0)} | "
             f"{_f(row['client_cpu_pct'], 0)} | {_f(row.get('loadavg_1m'))} | {_f(row.get('steal_pct'))} | "
+            f"{_f(row.get('db_wait_ms'))} · {_f(row.get('db_run_per_cpu'))} | "
             f"{row.get('metrics', 'n/a')} | "
             f"{'yes' if row['held'] else 'no'} |"
         )

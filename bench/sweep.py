@@ -162,6 +162,10 @@ class Row:
     # `steal`). One cause of a slow host, not the only one: the relay's own CPU per delta gauges the rest.
     steal_pct: float | None = None
     metrics: str = "n/a"  # /metrics cross-check: "ok", "mismatch (...)" or "n/a (...)"
+    # The app's request database threads during the level (/metrics, see `request_pool_calls`): the mean
+    # wait of a call for a thread, and the calls' running time over their CPU time.
+    db_wait_ms: float | None = None
+    db_run_per_cpu: float | None = None
     wall_s: float = 0.0
 
     @property
@@ -395,6 +399,28 @@ def cross_check(before: list[Scrape], after: list[Scrape], counts: dict[str, int
             if round(grown) != count:
                 wrong.append(f"{shown} +{grown:g} vs bench {count}")
     return "ok" if not wrong else "mismatch (" + "; ".join(wrong) + ")"
+
+
+def request_pool_calls(before: list[Scrape], after: list[Scrape]) -> tuple[float | None, float | None]:
+    """The calls the app's request database threads ran during a level (the growth of its
+    `chat_db_call*_total{pool="request"}` counters, summed over the processes): their mean wait for a
+    thread, in ms, and their running time divided by their CPU time. A ratio well above 1 says the calls
+    waited for the GIL: the process was short of CPU (chat/streaming/db.py, `PoolStats`). (None, None)
+    when a scrape failed or nothing ran."""
+    names = ("chat_db_calls_total", "chat_db_call_wait_seconds_total", "chat_db_call_seconds_total")
+    grown = dict.fromkeys((*names, "chat_db_call_cpu_seconds_total"), 0.0)
+    if len(before) != len(after) or any(s.failure for s in (*before, *after)):
+        return None, None
+    for old, new in zip(before, after, strict=True):
+        for name in grown:
+            value = new.total(name, {"pool": "request"})
+            if value is None:
+                return None, None
+            grown[name] += value - (old.total(name, {"pool": "request"}) or 0.0)
+    calls, wait, run, cpu = grown.values()
+    if calls <= 0:
+        return None, None
+    return wait / calls * 1000, (run / cpu if cpu > 0 else None)
 
 
 def _wait_ready(url: str, proc: Proc, timeout: float = 60.0) -> None:
@@ -756,6 +782,8 @@ class Sweep:
         row.error_kinds = sorted(kinds)
         if app and server:
             row.metrics = self._cross_check(server, before, row, summary)
+            after = [scrape(url, self.metrics_token) for url in server.urls]
+            row.db_wait_ms, row.db_run_per_cpu = request_pool_calls(before, after)
         if opts.restart and server:
             self.stop_server(target)
         return row
@@ -890,7 +918,8 @@ class Sweep:
                     f"{target}: N={n} p50/p99 {_f(row.lat_p50)}/{_f(row.lat_p99)} ms, errors {row.errors}, "
                     f"refused {row.refused}, cpu/delta {_f(row.server_cpu_us_per_delta)} us "
                     f"({_f(row.server_kinstr_per_delta)} k instructions), rss/stream "
-                    f"{_f(row.rss_per_stream_kb)} KB, metrics {row.metrics}, wall {row.wall_s} s"
+                    f"{_f(row.rss_per_stream_kb)} KB, metrics {row.metrics}, db calls wait "
+                    f"{_f(row.db_wait_ms)} ms, wall/cpu {_f(row.db_run_per_cpu)}, wall {row.wall_s} s"
                 )
                 if row.error_rate > self.opts.error_limit:
                     self.log(

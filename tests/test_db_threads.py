@@ -107,6 +107,24 @@ async def test_threads_start_as_needed_up_to_the_bound_and_are_kept() -> None:
     assert names() == {"test-bound_0", "test-bound_1"}
 
 
+async def test_a_pool_counts_its_calls_waits_running_time_and_cpu() -> None:
+    """What `/metrics` reports per pool: a call that waited behind another has waited; a call that sat
+    blocked ran longer than its CPU time; one that computed used CPU; each call counted once, errors too."""
+    pool = ThreadPool(workers=1, name="test-stats")
+    assert pool.stats() == db.PoolStats()
+    occupied = await _occupy(pool)  # a call blocked on its gate (CPU: next to none)
+    queued = pool.submit(lambda: sum(range(200_000)))  # waits for the thread, then computes
+    await eventually(lambda: pool.waiting() == 1)
+    await occupied.release()
+    await queued
+    with pytest.raises(ZeroDivisionError):
+        await pool.submit(lambda: 1 // 0)
+    await eventually(lambda: pool.stats().calls == 3)
+    stats = pool.stats()
+    assert stats.wait_seconds > 0 and stats.cpu_seconds > 0
+    assert stats.run_seconds > stats.cpu_seconds  # the blocked call's wall time, not CPU
+
+
 @pytest.mark.django_db(transaction=True)
 async def test_a_new_messages_commit_goes_ahead_of_request_work_queued_before_it(
     alice_client: AsgiClient, upstream: FakeAnthropic, background: Any
@@ -134,3 +152,11 @@ async def test_a_new_messages_commit_goes_ahead_of_request_work_queued_before_it
     _, events = await follow(alice_client, stream_path(response.text))
     assert events[-1].event == "done"
     assert METRICS_REGISTRY.get_sample_value("chat_db_calls_waiting", {"pool": "request"}) == 0
+    request_pool = {"pool": "request"}
+    await eventually(
+        lambda: METRICS_REGISTRY.get_sample_value("chat_db_calls_total", request_pool) == pool.stats().calls
+    )
+    assert pool.stats().calls >= 3  # the blockers, the read, the commit, the render...
+    for family in ("wait_seconds", "seconds", "cpu_seconds"):
+        value = METRICS_REGISTRY.get_sample_value(f"chat_db_call_{family}_total", request_pool)
+        assert value is not None and value > 0, family

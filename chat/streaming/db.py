@@ -29,7 +29,9 @@ import asyncio
 import collections
 import functools
 import threading
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
 from django.conf import settings
@@ -55,7 +57,26 @@ def _pool_max() -> int:
 _SQLITE_WORKERS = {"background": 1, "request": 2}
 
 
-_Call = tuple[asyncio.AbstractEventLoop, "asyncio.Future[Any]", Callable[[], Any]]
+# (loop, future, fn, submitted: perf_counter at submit)
+_Call = tuple[asyncio.AbstractEventLoop, "asyncio.Future[Any]", Callable[[], Any], float]
+
+
+@dataclass(frozen=True)
+class PoolStats:
+    """A pool's calls since the process started: how many ran, their total wait for a thread (submitted
+    to started), their total time running (wall clock) and the CPU time their threads spent on them.
+
+    Why both clocks: a call's thread runs Python only while it holds the GIL, and gives it up at every
+    SQLite or network call. When the event loop is busy, each give-up costs the thread up to the
+    interpreter's switch interval (5 ms) to win the GIL back. Measured (session 14, bench N=100, ramped
+    starts): a new conversation's commit, ~3 ms of CPU, ran 15-50 ms of wall time late in the ramp, and
+    the calls behind it waited 30-70 ms for a thread. Running time well above CPU time means the process
+    is short of CPU, not of threads or database."""
+
+    calls: int = 0
+    wait_seconds: float = 0.0
+    run_seconds: float = 0.0
+    cpu_seconds: float = 0.0
 
 
 class ThreadPool:
@@ -76,6 +97,7 @@ class ThreadPool:
         self._ready = threading.Condition(threading.Lock())
         self._threads = 0
         self._idle = 0
+        self._stats = PoolStats()
 
     @property
     def workers(self) -> int:
@@ -86,13 +108,18 @@ class ThreadPool:
         with self._ready:
             return len(self._first) + len(self._rest)
 
+    def stats(self) -> PoolStats:
+        """The calls run so far (see PoolStats)."""
+        with self._ready:
+            return self._stats
+
     def submit(self, fn: Callable[[], R], *, first: bool = False) -> asyncio.Future[R]:
         """Run `fn()` on a thread of the pool; its result (or exception) comes back on the current loop.
         Cancelling the future skips a call that has not started, and leaves one that has to finish."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[R] = loop.create_future()
         with self._ready:
-            (self._first if first else self._rest).append((loop, future, fn))
+            (self._first if first else self._rest).append((loop, future, fn, time.perf_counter()))
             if self._idle:  # counted down here, not when it wakes: a burst then starts further threads
                 self._idle -= 1
                 self._ready.notify()
@@ -105,18 +132,30 @@ class ThreadPool:
         return future
 
     def _work(self) -> None:
+        ran: tuple[float, float, float] | None = None  # the last call's wait, run and CPU seconds
         while True:
             with self._ready:
+                if ran is not None:  # counted under the lock the pool takes anyway
+                    stats = self._stats
+                    self._stats = PoolStats(
+                        stats.calls + 1,
+                        stats.wait_seconds + ran[0],
+                        stats.run_seconds + ran[1],
+                        stats.cpu_seconds + ran[2],
+                    )
+                    ran = None
                 while not (self._first or self._rest):
                     self._idle += 1
                     self._ready.wait()
-                loop, future, fn = (self._first or self._rest).popleft()
+                loop, future, fn, submitted = (self._first or self._rest).popleft()
             if future.cancelled():  # its caller is gone (a read of a flag the loop set; no lock needed)
                 continue
+            started, cpu = time.perf_counter(), time.thread_time()
             try:
                 outcome = functools.partial(_set_result, future, fn())
             except BaseException as exc:
                 outcome = functools.partial(_set_exception, future, exc)
+            ran = (started - submitted, time.perf_counter() - started, time.thread_time() - cpu)
             try:
                 loop.call_soon_threadsafe(outcome)
             except RuntimeError:  # the loop has closed: nobody is waiting any more
@@ -146,6 +185,11 @@ def pool(kind: str) -> ThreadPool:
 def waiting() -> dict[str, int]:
     """Calls waiting for a thread, by pool (only the pools this process has started)."""
     return {kind: found.waiting() for kind, found in sorted(_pools.items())}
+
+
+def stats() -> dict[str, PoolStats]:
+    """Calls run so far, by pool (only the pools this process has started)."""
+    return {kind: found.stats() for kind, found in sorted(_pools.items())}
 
 
 def _call(fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:

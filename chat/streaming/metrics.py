@@ -31,6 +31,12 @@ each daphne process answers for itself, and a scraper sums over processes. The n
 - `chat_db_calls_waiting{pool}` (gauge): calls waiting for a database thread (`chat.streaming.db`), by
   pool: `request` (a request's reads, writes and renders; a new message's commit goes first) and
   `background` (the engine's saves and reads). Above zero for long: the process's database work is behind;
+- `chat_db_calls_total{pool}`, `chat_db_call_wait_seconds_total{pool}`, `chat_db_call_seconds_total{pool}`
+  and `chat_db_call_cpu_seconds_total{pool}` (counters): the calls run on those threads, their wait for a
+  thread, their running time and the CPU time spent on them (`chat.streaming.db.PoolStats`). Running time
+  far above CPU time: the calls waited for the GIL, because the event loop keeps the process's one core
+  busy (session 14, bench N=100: a commit of ~3 ms of CPU ran for 15-50 ms); more processes, not more
+  threads, is the remedy;
 - `process_*`: prometheus-client's process collector (CPU seconds, resident memory, open files).
 
 Cheap on the hot path, by construction: what changes per delta is a plain int attribute incremented on the
@@ -223,6 +229,30 @@ class _EngineCollector(Collector):
         for kind, number in db.waiting().items():
             queued.add_metric([kind], number)
         yield queued
+        pools = db.stats()
+        for name, text, value in (
+            ("chat_db_calls", "Calls run on the database threads, by pool.", lambda s: s.calls),
+            (
+                "chat_db_call_wait_seconds",
+                "Time calls waited for a database thread, by pool.",
+                lambda s: s.wait_seconds,
+            ),
+            (
+                "chat_db_call_seconds",
+                "Time calls ran on a database thread (wall clock), by pool.",
+                lambda s: s.run_seconds,
+            ),
+            (
+                "chat_db_call_cpu_seconds",
+                "CPU time the database threads spent on calls, by pool: far below chat_db_call_seconds, the "
+                "calls waited for the GIL (the process is short of CPU).",
+                lambda s: s.cpu_seconds,
+            ),
+        ):
+            family = CounterMetricFamily(name, text, labels=["pool"])
+            for kind, stats in pools.items():
+                family.add_metric([kind], value(stats))
+            yield family
         yield CounterMetricFamily(
             "chat_admission_refusals",
             "Reply starts refused because CHAT_MAX_ACTIVE_REPLIES were active.",
