@@ -130,26 +130,24 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Channel layer (pub/sub between server processes) ---------------------------------------------
 REDIS_URL = env.str("REDIS_URL", default="")
-# channels_redis receives with a blocking pop (BZPOPMIN) this long: RedisChannelLayer.brpop_timeout.
-REDIS_BLOCKING_POP_SECONDS = 5
 # Rate-limit counters (the `limits` library): in this process's memory, or in Redis when several processes
 # share the work, so that every process counts against the same limit.
 RATE_LIMIT_STORAGE_URL = env.str("RATE_LIMIT_STORAGE_URL", default=REDIS_URL or "memory://")
 if REDIS_URL:
-    # redis-py 8 gives every read a 5 s socket timeout by default, the length of the blocking pop: a channel
-    # quiet for 5 s raised TimeoutError in receive() (channels_redis issue 422) and that reply's control loop
-    # died. Reads may now outlast the pop; a dead connection is still noticed (this timeout, TCP keepalive).
-    # A short connect timeout: Redis is on loopback or the LAN, and a producer must not wait on a dead one.
+    # Redis pub/sub (chat/streaming/layers.py, RedisPubSubLayer). A command that gets no answer within 15 s
+    # fails (and the pub/sub connection pings Redis after 5 quiet seconds and gives it as long to answer):
+    # a dead connection is noticed, TCP keepalive too. A short connect timeout: Redis is on loopback or the
+    # LAN, and a producer must not wait on a dead one.
     _redis_host = {
         "address": REDIS_URL,
-        "socket_timeout": REDIS_BLOCKING_POP_SECONDS + 10,
+        "socket_timeout": 15,
         "socket_connect_timeout": 2,
         "socket_keepalive": True,
     }
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "chat.streaming.layers.RedisLayer",  # channels_redis, fewer round trips
-            "CONFIG": {"hosts": [_redis_host], "capacity": 1000, "expiry": 30},
+            "BACKEND": "chat.streaming.layers.RedisPubSubLayer",
+            "CONFIG": {"hosts": [_redis_host], "capacity": 1000},
         }
     }
 else:

@@ -241,7 +241,7 @@ async def test_readyz_names_the_channel_layer_when_redis_is_down(
     server = RedisServer(tmp_path).start()
     settings.CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "chat.streaming.layers.RedisLayer",
+            "BACKEND": "chat.streaming.layers.RedisPubSubLayer",
             "CONFIG": {"hosts": [{"address": server.url, "socket_timeout": 15, "socket_connect_timeout": 1}]},
         }
     }

@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 
 from chat.streaming import pubsub
-from chat.streaming.layers import RedisLayer
 from tests.support.cluster import RedisServer
 from tests.support.live_server import manage
 
@@ -27,9 +26,9 @@ def test_backoff_doubles_up_to_its_cap_and_starts_again_after_a_success() -> Non
     assert backoff.next() == 0.1
 
 
-def test_redis_reads_outlast_the_blocking_pop(tmp_path: Path) -> None:
-    """redis-py 8 reads with a 5 s socket timeout unless told otherwise, and channels_redis blocks 5 s in
-    BZPOPMIN: a quiet channel's receive() then raised TimeoutError. The settings must give reads longer."""
+def test_the_redis_settings_bound_commands_and_connects_and_keep_connections_alive(tmp_path: Path) -> None:
+    """The Redis layer's settings: a command that gets no answer fails (a dead Redis must not hang a
+    producer's publish), a connect gives up soon, TCP keepalive is on."""
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "REDIS_"))},
         "REDIS_URL": "redis://127.0.0.1:6379/0",  # never connected to: only the settings are read
@@ -37,13 +36,10 @@ def test_redis_reads_outlast_the_blocking_pop(tmp_path: Path) -> None:
     }
     out = manage(env, "shell", "-c", "from django.conf import settings; print(repr(settings.CHANNEL_LAYERS))")
     layers: dict[str, Any] = ast.literal_eval(out.strip().splitlines()[-1])
-    config = layers["default"]["CONFIG"]
-    layer = RedisLayer(**config)
-    for host in layer.hosts:
-        pool = layer.create_pool(layer.hosts.index(host))
-        timeout = pool.connection_kwargs.get("socket_timeout", 5)  # redis-py 8's default when unset
-        assert timeout is None or timeout > RedisLayer.brpop_timeout, host
-        assert pool.connection_kwargs.get("socket_keepalive") is True
+    assert layers["default"]["BACKEND"] == "chat.streaming.layers.RedisPubSubLayer"
+    (host,) = layers["default"]["CONFIG"]["hosts"]
+    assert 0 < host["socket_timeout"] <= 60 and 0 < host["socket_connect_timeout"] <= 5
+    assert host["socket_keepalive"] is True
 
 
 @pytest.fixture
@@ -52,7 +48,7 @@ def restartable_redis(tmp_path: Path, settings: Any) -> Iterator[RedisServer]:
     server = RedisServer(tmp_path).start()
     settings.CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "chat.streaming.layers.RedisLayer",
+            "BACKEND": "chat.streaming.layers.RedisPubSubLayer",
             "CONFIG": {"hosts": [{"address": server.url, "socket_timeout": 15, "socket_connect_timeout": 2}]},
         }
     }
@@ -155,23 +151,47 @@ async def test_stop_listening_ends_a_receive_loop_without_cancelling_it(
 
 
 @pytest.mark.redis
-async def test_group_sends_reach_every_member_once_and_survive_a_script_flush(
+async def test_group_sends_reach_every_member_once_and_a_left_group_sends_nothing(
     restartable_redis: RedisServer,
 ) -> None:
-    """`RedisLayer.group_send` runs its script by hash: after Redis forgets its scripts (a restart, SCRIPT
-    FLUSH) the next send loads it again and is delivered all the same, to each member exactly once."""
+    """A group send reaches each member once, in order, and a channel that left a group gets nothing more
+    from it (and, in no group at all, has no queue left behind here)."""
     layer = pubsub.layer()
     first, second = await pubsub.new_channel(), await pubsub.new_channel()
-    assert await pubsub.join(first, ["audience"]) and await pubsub.join(second, ["audience"])
+    assert await pubsub.join(first, ["audience", "other"]) and await pubsub.join(second, ["audience"])
     try:
         await layer.group_send("nobody", {"type": "test.void"})  # an empty group: nothing to do, no error
         await layer.group_send("audience", {"type": "test.one"})
-        await layer.connection(0).script_flush()
         await layer.group_send("audience", {"type": "test.two"})
         for channel in (first, second):
             got = [(await asyncio.wait_for(layer.receive(channel), 10))["type"] for _ in range(2)]
             assert got == ["test.one", "test.two"]
-        await layer.send(first, {"type": "test.alone"})  # nothing else was queued for it
-        assert (await asyncio.wait_for(layer.receive(first), 10))["type"] == "test.alone"
+        await pubsub.leave(first, ["audience"])
+        await layer.group_send("audience", {"type": "test.three"})
+        await layer.group_send("other", {"type": "test.other"})
+        assert (await asyncio.wait_for(layer.receive(second), 10))["type"] == "test.three"
+        assert (await asyncio.wait_for(layer.receive(first), 10))["type"] == "test.other"  # not three
+        await pubsub.leave(first, ["other"])
+        assert first not in layer._state().queues  # type: ignore[attr-defined]
+    finally:
+        await layer.flush()
+
+
+@pytest.mark.redis
+async def test_a_quiet_subscription_outlives_its_socket_timeout(restartable_redis: RedisServer) -> None:
+    """The pub/sub connection waits for messages as long as the channels are quiet, pinging Redis to know
+    it is alive: a spell longer than the socket timeout is not taken for a lost connection."""
+    from chat.streaming.layers import RedisPubSubLayer
+
+    layer = RedisPubSubLayer(
+        hosts=[{"address": restartable_redis.url, "socket_timeout": 0.3, "socket_connect_timeout": 2}]
+    )
+    layer.QUIET = 0.1  # type: ignore[misc]
+    channel = await layer.new_channel()
+    await layer.group_add("quiet", channel)
+    try:
+        await asyncio.sleep(1.5)  # five socket timeouts without a message
+        await layer.group_send("quiet", {"type": "test.after"})
+        assert (await asyncio.wait_for(layer.receive(channel), 10))["type"] == "test.after"
     finally:
         await layer.flush()

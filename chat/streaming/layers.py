@@ -12,20 +12,25 @@ place of the channel's queue. An event stream's subscriber attaches its inbox, s
 a reader task, a queue put and get, and a task wake-up per delta per open stream (the relay has none of
 these). Sinks get the sender's dict itself, not a copy: they must not mutate it.
 
-`RedisLayer` is channels_redis's layer with fewer Redis round trips per message (see its docstring)."""
+`RedisPubSubLayer` carries the same messages between processes by Redis pub/sub (see its docstring)."""
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
+import contextlib
 import time
+import uuid
+import weakref
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, cast
 
+import redis.asyncio as aredis
 from channels.exceptions import ChannelFull
-from channels.layers import InMemoryChannelLayer
-from channels_redis.core import RedisChannelLayer
-from redis.exceptions import NoScriptError
+from channels.layers import BaseChannelLayer, InMemoryChannelLayer
+from channels_redis.serializers import registry
+from channels_redis.utils import create_pool, decode_hosts
+from redis.asyncio.client import PubSub
 
 
 class LocalChannelLayer(InMemoryChannelLayer):
@@ -76,59 +81,269 @@ class LocalChannelLayer(InMemoryChannelLayer):
                 pass
 
 
-# channels_redis's group-send script, plus the expiry of old messages it runs in a pipeline beforehand.
-_GROUP_SEND = """
-local over_capacity = 0
-local now = tonumber(ARGV[#ARGV - 1])
-local expiry = tonumber(ARGV[#ARGV])
-for i = 1, #KEYS do
-    redis.call('ZREMRANGEBYSCORE', KEYS[i], 0, math.floor(now) - expiry)
-    if redis.call('ZCOUNT', KEYS[i], '-inf', '+inf') < tonumber(ARGV[i + #KEYS]) then
-        redis.call('ZADD', KEYS[i], now, ARGV[i])
-        redis.call('EXPIRE', KEYS[i], expiry)
-    else
-        over_capacity = over_capacity + 1
-    end
-end
-return over_capacity
-"""
-_GROUP_SEND_SHA = hashlib.sha1(_GROUP_SEND.encode()).hexdigest()
+class _Lost:
+    """Put in a channel's queue when the subscription that fed it broke: its receive() raises."""
 
 
-class RedisLayer(RedisChannelLayer):
-    """channels_redis's layer, sending to a group in two round trips to Redis instead of four.
+_LOST = _Lost()
 
-    Measured (bench, `--processes 2 --redis --db postgres`, N=10, py-spy): two processes on Redis spent 3.7x
-    the CPU per delta of one in-memory process, most of it in redis-py sending commands. channels_redis
-    sends a message to a group in four round trips (expire old members; list them; expire old messages, in
-    a pipeline; the send script, its whole text each time). Here members are expired and listed in one
-    pipeline, and the send, with the message expiry folded into the script, goes by EVALSHA (the script's
-    text once per Redis start); nothing is sent to an empty group. Same keys, scores, capacity and expiry
-    as channels_redis.
 
-    Receiving is channels_redis's own (four round trips: restore a backup queue, BZPOPMIN, back the message
-    up, drop the backup). A bare BZPOPMIN was tried and not kept: after a Redis restart mid-reply the other
-    process's stream then missed the text sent during the outage (`test_multiprocess_resilience.py::
-    test_redis_restart_mid_reply...` failed 2 runs in 3, passed 3 in 3 with channels_redis's receive)."""
+@dataclass
+class _LoopSubscriptions:
+    """One event loop's side of a `RedisPubSubLayer`: its command client, the pub/sub connection that a
+    reader task keeps subscribed, and the channels and group memberships of the receivers on this loop."""
+
+    client: aredis.Redis  # commands (PUBLISH), with the configured socket timeout
+    listener: aredis.Redis  # the pub/sub connection: no socket timeout (quiet channels are normal)
+    name_prefix: str  # this loop's channels are "<prefix><name_prefix>!<random>"
+    queues: dict[str, asyncio.Queue[Any]] = field(default_factory=dict)
+    groups: dict[str, set[str]] = field(default_factory=dict)
+    pubsub: PubSub | None = None  # set while subscribed
+    subscribed: set[str] = field(default_factory=set)  # group keys subscribed on `pubsub`
+    down: bool = False  # the last attempt to connect failed (until one succeeds)
+    attempt: asyncio.Future[None] | None = None  # resolved when the current attempt to connect concludes
+    reader: asyncio.Task[None] | None = None
+
+
+class RedisPubSubLayer(BaseChannelLayer):
+    """A channel layer on Redis pub/sub: one PUBLISH per message sent to a channel or a group, one message
+    pushed to each process (event loop) that has a receiver for it, handed to that receiver's queue.
+
+    Why: channels_redis stores every message in a sorted set per receiving channel, so a delta published
+    to a reply's audience cost two round trips to send and four more for each receiving stream to fetch
+    (measured in session 14, one process, private redis-server: 1.4 ms of CPU per message sent and
+    received, against 0.23 ms for PUBLISH and a pub/sub read; the bench's Redis mode spent 5.7x the
+    in-memory CPU per delta). Pub/sub delivers at most once and keeps nothing for a receiver that is not
+    subscribed at that moment: that is all this engine asks of a layer (chat.streaming.pubsub: readers
+    detect gaps by offset and sync; the database has the final word).
+
+    Failure contract, as `pubsub.listen` expects it: when the pub/sub connection breaks, every receive() on
+    this loop raises (a `_LOST` marker in each queue), a reader task reconnects with a bounded back-off
+    and subscribes to this loop's groups again, and group_add() raises until it has: `listen` then re-joins
+    and yields RESUMED, and its caller syncs. Sends and group sends raise while Redis is down (the engine's
+    `publish`/`send` drop them).
+
+    One Redis (the first of `hosts`): no sharding. `expiry` and `group_expiry` do not apply (nothing is
+    stored); `capacity` bounds each channel's queue here, and a message for a full queue is dropped."""
+
+    extensions = ["groups", "flush"]
+    QUIET = 5.0  # seconds without a message before the reader pings Redis
+
+    def __init__(
+        self,
+        hosts: list[Any] | None = None,
+        prefix: str = "asgi",
+        expiry: int = 60,
+        capacity: int = 100,
+        channel_capacity: dict[str, int] | None = None,
+        symmetric_encryption_keys: list[str] | None = None,
+        serializer_format: str = "msgpack",
+        **_ignored: Any,
+    ) -> None:
+        super().__init__(expiry=expiry, capacity=capacity, channel_capacity=channel_capacity)
+        # channels_redis's host format (address, or host and port, or a Sentinel) and its serializers
+        # (msgpack; encrypted with `symmetric_encryption_keys`).
+        host = dict(decode_hosts(hosts)[0])
+        # Reads on the pub/sub connection wait for messages as long as the channels are quiet: no socket
+        # timeout there. A dead connection is noticed by the reader's own PING when it has heard nothing
+        # for QUIET seconds, and no answer within the configured socket timeout (default 15 s). Commands
+        # (PUBLISH) keep that timeout: a dead Redis must not hang a producer.
+        self._answer_within = float(host.pop("socket_timeout", None) or 15.0)
+        self._connect_within = float(host.get("socket_connect_timeout") or 5.0)
+        self._host = host
+        self._serializer = registry.get_serializer(
+            serializer_format, symmetric_encryption_keys=symmetric_encryption_keys
+        )
+        self.prefix = prefix
+        self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopSubscriptions] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    # --- this loop's state and its reader ------------------------------------------------------------
+
+    def _state(self) -> _LoopSubscriptions:
+        loop = asyncio.get_running_loop()
+        state = self._loops.get(loop)
+        if state is None:
+            client = aredis.Redis(
+                connection_pool=create_pool({**self._host, "socket_timeout": self._answer_within})
+            )
+            listener = aredis.Redis(connection_pool=create_pool(self._host))
+            state = self._loops[loop] = _LoopSubscriptions(client, listener, uuid.uuid4().hex)
+        return state
+
+    def _reading(self) -> _LoopSubscriptions:
+        """This loop's state, with its reader started (receivers need it)."""
+        state = self._state()
+        if state.reader is None or state.reader.done():
+            loop = asyncio.get_running_loop()
+            state.attempt = loop.create_future()
+            state.reader = loop.create_task(self._read(state), name="redis-pubsub")
+        return state
+
+    async def _up(self, state: _LoopSubscriptions) -> bool:
+        """Whether this loop is subscribed: at once if it is, or known to be down; else after the attempt
+        to connect under way concludes (at most the connect timeout)."""
+        if state.pubsub is not None:
+            return True
+        if not state.down and state.attempt is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(state.attempt), self._connect_within)
+        return state.pubsub is not None
+
+    @staticmethod
+    def _concluded(state: _LoopSubscriptions, *, up: bool) -> None:
+        state.down = not up
+        if state.attempt is not None and not state.attempt.done():
+            state.attempt.set_result(None)
+
+    def _key(self, channel: str) -> str:
+        return f"{self.prefix}:{channel}"
+
+    def _group_key(self, group: str) -> str:
+        return f"{self.prefix}:group:{group}"
+
+    async def _read(self, state: _LoopSubscriptions) -> None:
+        delay = 0.05
+        pattern = self._key(f"*{state.name_prefix}!*")
+        groups_at = len(self._group_key(""))
+        loop = asyncio.get_running_loop()
+        while True:
+            pubsub = state.listener.pubsub()
+            try:
+                await pubsub.psubscribe(pattern)
+                keys = {self._group_key(group) for group in list(state.groups)}
+                if keys:
+                    await pubsub.subscribe(*keys)
+                state.pubsub, state.subscribed = pubsub, keys
+                self._concluded(state, up=True)
+                delay = 0.05
+                heard, pinged = loop.time(), None
+                while True:
+                    message = await pubsub.get_message(timeout=self.QUIET)
+                    now = loop.time()
+                    if message is None:
+                        if pinged is not None and now - pinged > self._answer_within:
+                            raise ConnectionError("Redis did not answer a PING on the pub/sub connection")
+                        if pinged is None and now - heard >= self.QUIET:
+                            await pubsub.ping()
+                            pinged = now
+                        continue
+                    heard, pinged = now, None
+                    kind = message["type"]
+                    if kind != "message" and kind != "pmessage":
+                        continue
+                    key = message["channel"].decode()
+                    body = self._serializer.deserialize(message["data"])
+                    if kind == "message":
+                        for channel in list(state.groups.get(key[groups_at:], ())):
+                            self._deliver(state, channel, body)
+                    else:
+                        self._deliver(state, key[len(self.prefix) + 1 :], body)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                if state.pubsub is not None:  # it was up: what its receivers wait for may be lost
+                    for queue in state.queues.values():
+                        _put_dropping_oldest(queue, _LOST)
+                state.pubsub, state.subscribed = None, set()
+                self._concluded(state, up=False)
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                state.attempt = loop.create_future()
+
+    def _deliver(self, state: _LoopSubscriptions, channel: str, message: dict[str, Any]) -> None:
+        queue = state.queues.get(channel)
+        if queue is None:
+            return  # a channel that left (or never joined) every group: nobody receives there any more
+        with contextlib.suppress(asyncio.QueueFull):  # a full reader misses it and syncs by offset
+            queue.put_nowait(message)
+
+    # --- the channel layer API ------------------------------------------------------------------------
+
+    async def new_channel(self, prefix: str = "specific.") -> str:
+        """A channel of this loop. Messages reach it once the loop is subscribed: if it is connecting, this
+        waits for that (at most the connect timeout), so that a send right after reaches it; with Redis
+        known to be down it returns at once (the caller's join fails and is retried)."""
+        state = self._reading()
+        channel = f"{prefix}{state.name_prefix}!{uuid.uuid4().hex[:12]}"
+        state.queues[channel] = asyncio.Queue(maxsize=self.get_capacity(channel))
+        await self._up(state)
+        return channel
+
+    async def send(self, channel: str, message: dict[str, Any]) -> None:
+        assert isinstance(message, dict), "message is not a dict"
+        self.require_valid_channel_name(channel)
+        # Through Redis even to a channel of this loop: one order for every message, and `/readyz`'s round
+        # trip is a real one. (With Redis down the send fails; `pubsub.stop_listening` then cancels the
+        # receive loop, which costs nothing here: no message is held anywhere but the channel's queue.)
+        await self._state().client.publish(self._key(channel), self._serializer.serialize(message))
+
+    async def receive(self, channel: str) -> dict[str, Any]:
+        self.require_valid_channel_name(channel)
+        state = self._reading()
+        queue = state.queues.get(channel)
+        if queue is None:
+            queue = state.queues[channel] = asyncio.Queue(maxsize=self.get_capacity(channel))
+        message = await queue.get()
+        if message is _LOST:
+            raise ConnectionError("the Redis pub/sub connection was lost; messages may have been missed")
+        return cast(dict[str, Any], message)
+
+    async def group_add(self, group: str, channel: str) -> None:
+        self.require_valid_group_name(group)
+        self.require_valid_channel_name(channel)
+        state = self._reading()
+        state.groups.setdefault(group, set()).add(channel)  # the reader subscribes to it when (re)connected
+        if not await self._up(state):
+            raise ConnectionError("the Redis pub/sub connection is not up; join again")
+        key = self._group_key(group)
+        pubsub = state.pubsub
+        if pubsub is not None and key not in state.subscribed:
+            state.subscribed.add(key)
+            await pubsub.subscribe(key)
+
+    async def group_discard(self, group: str, channel: str) -> None:
+        self.require_valid_group_name(group)
+        self.require_valid_channel_name(channel)
+        state = self._state()
+        members = state.groups.get(group)
+        if members is not None:
+            members.discard(channel)
+            if not members:
+                del state.groups[group]
+                key = self._group_key(group)
+                if state.pubsub is not None and key in state.subscribed:
+                    state.subscribed.discard(key)
+                    await state.pubsub.unsubscribe(key)
+        if not any(channel in members for members in state.groups.values()):
+            state.queues.pop(channel, None)  # in no group any more: nothing will be received there
 
     async def group_send(self, group: str, message: dict[str, Any]) -> None:
-        assert self.require_valid_group_name(group), "Group name not valid"
-        key = self._group_key(group)
-        connection = self.connection(self.consistent_hash(group))
-        async with connection.pipeline(transaction=False) as pipe:
-            pipe.zremrangebyscore(key, min=0, max=int(time.time()) - self.group_expiry)
-            pipe.zrange(key, 0, -1)
-            _, members = await pipe.execute()
-        if not members:
+        assert isinstance(message, dict), "message is not a dict"
+        self.require_valid_group_name(group)
+        await self._state().client.publish(self._group_key(group), self._serializer.serialize(message))
+
+    async def flush(self) -> None:
+        """Stop this process's readers and close its connections (tests)."""
+        loops, self._loops = dict(self._loops), weakref.WeakKeyDictionary()
+        for loop, state in loops.items():
+            if loop is not asyncio.get_running_loop():
+                continue
+            if state.reader is not None:
+                state.reader.cancel()
+                await asyncio.gather(state.reader, return_exceptions=True)
+            for client in (state.client, state.listener):
+                with contextlib.suppress(Exception):
+                    await client.aclose()
+
+
+def _put_dropping_oldest(queue: asyncio.Queue[Any], item: Any) -> None:
+    while True:
+        try:
+            queue.put_nowait(item)
             return
-        channel_names = [member.decode("utf8") for member in members]
-        by_connection, messages, capacities = self._map_channel_keys_to_connection(channel_names, message)
-        for index, channel_keys in by_connection.items():
-            args = [messages[k] for k in channel_keys] + [capacities[k] for k in channel_keys]
-            args += [time.time(), self.expiry]
-            target = self.connection(index)
-            try:
-                await target.evalsha(_GROUP_SEND_SHA, len(channel_keys), *channel_keys, *args)
-            except NoScriptError:  # a Redis that (re)started since: load the script, then send
-                await target.script_load(_GROUP_SEND)
-                await target.evalsha(_GROUP_SEND_SHA, len(channel_keys), *channel_keys, *args)
+        except asyncio.QueueFull:
+            queue.get_nowait()

@@ -76,12 +76,10 @@ def layer() -> BaseChannelLayer:
 async def new_channel() -> str:
     """A channel for this process to receive on: a producer's control channel, a subscriber's inbox.
 
-    All with channels' one default prefix, on purpose. channels_redis keeps a process's channels in one Redis
-    key per prefix, yet lets only one receive() at a time block on Redis (a process-wide lock), and that one
-    blocks on its own prefix's key. With two prefixes (as before: "reply-control." and "reply-sub."), a
-    process that both generates a reply and streams one starved whichever kind did not hold the lock: a tab
-    beside the producer got nothing live, or the producer no sync request and no Stop, until the lock holder
-    received something itself (or, with redis-py's old 5 s read timeout, died of the quiet)."""
+    All with channels' one default prefix. (channels_redis's layer, used until issue 15's fourteenth
+    session, let one receive() per process block on Redis, on its own prefix's key: with two prefixes a
+    process that both generated a reply and streamed one starved one side. The pub/sub layer has no such
+    lock; one prefix costs nothing.)"""
     return await layer().new_channel()
 
 
@@ -301,9 +299,9 @@ async def listen(
     has lost their membership — and yields `{"type": RESUMED}` before receiving again: messages may have
     been lost, so the caller syncs what it needs. `joined=False`: the caller's own `join` failed; join first.
 
-    It returns when EXIT arrives on `channel`: end it with `stop_listening`, not by cancelling its task. Never
-    wrap a receive in a timeout: channels_redis drops the channel's buffered messages when a receive is
-    cancelled."""
+    It returns when EXIT arrives on `channel`: end it with `stop_listening`, not by cancelling its task, and
+    never wrap a receive in a timeout (with channels_redis's layer, used until issue 15's fourteenth
+    session, a cancelled receive dropped the channel's buffered messages; a layer may still hold some)."""
     backoff = backoff or Backoff()
     channel_layer = layer()
     failing_since: float | None = None
@@ -351,10 +349,11 @@ async def stop_listening(task: asyncio.Task[Any], channel: str, *, grace: float 
     """End `task`, which iterates `listen(channel, ...)`: by sending EXIT to the channel, so the receive
     returns normally; cancelling it only if that cannot be sent or is not done within `grace` seconds.
 
-    Why not just cancel: cancelling a channels_redis receive loses that channel's buffer and, as observed
-    here under load (the two-tab flake), a cancel can be absorbed while the receive holds the process's
-    receive lock in BZPOPMIN: the task stayed "cancelling" inside channels_redis's pop loop, and a producer
-    awaiting it never saved its reply. Never waits more than twice `grace`."""
+    Why not just cancel: with channels_redis's layer (used until issue 15's fourteenth session) cancelling
+    a receive lost that channel's buffer and, as observed here under load (the two-tab flake), a cancel
+    could be absorbed while the receive held the process's receive lock in BZPOPMIN, and a producer
+    awaiting it never saved its reply. An orderly end stays the rule for any layer. Never waits more than
+    twice `grace`."""
     if not task.done() and await send(channel, {"type": EXIT}):
         await asyncio.wait({task}, timeout=grace)
     if task.done():

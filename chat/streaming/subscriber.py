@@ -235,9 +235,9 @@ class _Subscription:
             await pubsub.leave(channel, self.groups)
 
     async def _read(self, channel: str, joined: bool) -> None:
-        # A dedicated reader task (Redis): cancelling a channels_redis receive() loses its buffer, so the
-        # follow loop waits on the inbox, never on receive() itself. `listen` outlives quiet spells and
-        # channel-layer failures; after one it yields RESUMED, and the follow loop syncs.
+        # A dedicated reader task (Redis): the follow loop waits on the inbox (with its ticks), never on
+        # receive() itself, which is never cancelled half-way (see pubsub.listen). `listen` outlives quiet
+        # spells and channel-layer failures; after one it yields RESUMED, and the follow loop syncs.
         async for message in pubsub.listen(channel, self.groups, joined=joined):
             try:
                 self.inbox.put(message)
