@@ -103,6 +103,8 @@ class _LoopSubscriptions:
     down: bool = False  # the last attempt to connect failed (until one succeeds)
     attempt: asyncio.Future[None] | None = None  # resolved when the current attempt to connect concludes
     reader: asyncio.Task[None] | None = None
+    outbox: list[tuple[str, bytes, asyncio.Future[None]]] = field(default_factory=list)  # PUBLISHes to send
+    sender: asyncio.Task[None] | None = None  # sends the outbox, a pipeline at a time
 
 
 class RedisPubSubLayer(BaseChannelLayer):
@@ -110,10 +112,13 @@ class RedisPubSubLayer(BaseChannelLayer):
     pushed to each process (event loop) that has a receiver for it, handed to that receiver's queue.
 
     Why: channels_redis stores every message in a sorted set per receiving channel, so a delta published
-    to a reply's audience cost two round trips to send and four more for each receiving stream to fetch
-    (measured in session 14, one process, private redis-server: 1.4 ms of CPU per message sent and
-    received, against 0.23 ms for PUBLISH and a pub/sub read; the bench's Redis mode spent 5.7x the
-    in-memory CPU per delta). Pub/sub delivers at most once and keeps nothing for a receiver that is not
+    to a reply's audience cost two round trips to send and four more for each receiving stream to fetch.
+    Measured in issue 15's fourteenth session (one process, a private redis-server, a message sent to a
+    group and received): 1.3-1.4 ms of CPU with channels_redis's layer, 0.25-0.3 ms here one at a time,
+    0.08-0.13 ms with 50 streams sending at once (their PUBLISHes share pipelines). In the bench
+    (`--processes 2 --redis --db postgres`), the CPU per delta of two processes on Redis went from 5.7x
+    to 1.8-2.3x one in-memory process's at N=10, and at N=50 from 3.5x (not held: delta p50 4.3 s) to
+    1.9-2.0x (held). Pub/sub delivers at most once and keeps nothing for a receiver that is not
     subscribed at that moment: that is all this engine asks of a layer (chat.streaming.pubsub: readers
     detect gaps by offset and sync; the database has the final word).
 
@@ -206,7 +211,6 @@ class RedisPubSubLayer(BaseChannelLayer):
     async def _read(self, state: _LoopSubscriptions) -> None:
         delay = 0.05
         pattern = self._key(f"*{state.name_prefix}!*")
-        groups_at = len(self._group_key(""))
         loop = asyncio.get_running_loop()
         while True:
             pubsub = state.listener.pubsub()
@@ -218,28 +222,7 @@ class RedisPubSubLayer(BaseChannelLayer):
                 state.pubsub, state.subscribed = pubsub, keys
                 self._concluded(state, up=True)
                 delay = 0.05
-                heard, pinged = loop.time(), None
-                while True:
-                    message = await pubsub.get_message(timeout=self.QUIET)
-                    now = loop.time()
-                    if message is None:
-                        if pinged is not None and now - pinged > self._answer_within:
-                            raise ConnectionError("Redis did not answer a PING on the pub/sub connection")
-                        if pinged is None and now - heard >= self.QUIET:
-                            await pubsub.ping()
-                            pinged = now
-                        continue
-                    heard, pinged = now, None
-                    kind = message["type"]
-                    if kind != "message" and kind != "pmessage":
-                        continue
-                    key = message["channel"].decode()
-                    body = self._serializer.deserialize(message["data"])
-                    if kind == "message":
-                        for channel in list(state.groups.get(key[groups_at:], ())):
-                            self._deliver(state, channel, body)
-                    else:
-                        self._deliver(state, key[len(self.prefix) + 1 :], body)
+                await self._pump(state, pubsub)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -253,6 +236,87 @@ class RedisPubSubLayer(BaseChannelLayer):
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
                 state.attempt = loop.create_future()
+
+    async def _pump(self, state: _LoopSubscriptions, pubsub: PubSub) -> None:
+        """Hand every message on `pubsub` to its receivers until the connection fails (raises).
+
+        Reads block with no timeout (a read with one costs 49 µs of CPU per message against 14, measured
+        with redis-py in one process); a watchdog beside it pings Redis after QUIET seconds without a
+        message, and fails the connection if nothing, not even the answer, comes within the socket
+        timeout."""
+        loop = asyncio.get_running_loop()
+        heard = loop.time()
+        groups_at = len(self._group_key(""))
+        specific_at = len(self.prefix) + 1
+
+        async def listen() -> None:
+            nonlocal heard
+            async for message in pubsub.listen():
+                heard = loop.time()
+                kind = message["type"]
+                if kind == "message":
+                    body = self._serializer.deserialize(message["data"])
+                    for channel in list(state.groups.get(message["channel"].decode()[groups_at:], ())):
+                        self._deliver(state, channel, body)
+                elif kind == "pmessage":
+                    body = self._serializer.deserialize(message["data"])
+                    self._deliver(state, message["channel"].decode()[specific_at:], body)
+            raise ConnectionError("the Redis pub/sub connection has no subscription left")
+
+        async def watch() -> None:
+            while True:
+                await asyncio.sleep(self.QUIET)
+                if loop.time() - heard < self.QUIET:
+                    continue
+                pinged = loop.time()
+                await pubsub.ping()
+                await asyncio.sleep(self._answer_within)
+                if heard < pinged:
+                    raise ConnectionError("Redis did not answer a PING on the pub/sub connection")
+
+        tasks = {loop.create_task(listen()), loop.create_task(watch())}
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                task.result()  # raises: a listen or watch that ends always does
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _publish(self, key: str, data: bytes) -> None:
+        """PUBLISH `data` to `key`; returns once Redis has it, raises if it failed. The PUBLISHes of this
+        loop go out in order, in one pipeline per batch: those made while one batch is on its way go
+        together in the next (measured with redis-py in one process: 183 µs of CPU per PUBLISH awaited
+        alone, 47 µs each in a pipeline of 20; under load, the sends of many replies' deltas meet)."""
+        state = self._state()
+        loop = asyncio.get_running_loop()
+        sent: asyncio.Future[None] = loop.create_future()
+        state.outbox.append((key, data, sent))
+        if state.sender is None or state.sender.done():
+            state.sender = loop.create_task(self._send_outbox(state), name="redis-publish")
+        await sent
+
+    @staticmethod
+    async def _send_outbox(state: _LoopSubscriptions) -> None:
+        while state.outbox:
+            batch, state.outbox = state.outbox, []
+            try:
+                if len(batch) == 1:
+                    await state.client.publish(batch[0][0], batch[0][1])
+                else:
+                    async with state.client.pipeline(transaction=False) as pipe:
+                        for key, data, _ in batch:
+                            pipe.publish(key, data)
+                        await pipe.execute()
+            except Exception as exc:
+                for _, _, sent in batch:
+                    if not sent.done():
+                        sent.set_exception(exc)
+            else:
+                for _, _, sent in batch:
+                    if not sent.done():
+                        sent.set_result(None)
 
     def _deliver(self, state: _LoopSubscriptions, channel: str, message: dict[str, Any]) -> None:
         queue = state.queues.get(channel)
@@ -279,7 +343,7 @@ class RedisPubSubLayer(BaseChannelLayer):
         # Through Redis even to a channel of this loop: one order for every message, and `/readyz`'s round
         # trip is a real one. (With Redis down the send fails; `pubsub.stop_listening` then cancels the
         # receive loop, which costs nothing here: no message is held anywhere but the channel's queue.)
-        await self._state().client.publish(self._key(channel), self._serializer.serialize(message))
+        await self._publish(self._key(channel), self._serializer.serialize(message))
 
     async def receive(self, channel: str) -> dict[str, Any]:
         self.require_valid_channel_name(channel)
@@ -324,7 +388,7 @@ class RedisPubSubLayer(BaseChannelLayer):
     async def group_send(self, group: str, message: dict[str, Any]) -> None:
         assert isinstance(message, dict), "message is not a dict"
         self.require_valid_group_name(group)
-        await self._state().client.publish(self._group_key(group), self._serializer.serialize(message))
+        await self._publish(self._group_key(group), self._serializer.serialize(message))
 
     async def flush(self) -> None:
         """Stop this process's readers and close its connections (tests)."""
@@ -332,9 +396,10 @@ class RedisPubSubLayer(BaseChannelLayer):
         for loop, state in loops.items():
             if loop is not asyncio.get_running_loop():
                 continue
-            if state.reader is not None:
-                state.reader.cancel()
-                await asyncio.gather(state.reader, return_exceptions=True)
+            for task in (state.reader, state.sender):
+                if task is not None:
+                    task.cancel()
+                    await asyncio.gather(task, return_exceptions=True)
             for client in (state.client, state.listener):
                 with contextlib.suppress(Exception):
                     await client.aclose()
