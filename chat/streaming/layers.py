@@ -117,8 +117,8 @@ class RedisPubSubLayer(BaseChannelLayer):
     group and received): 1.3-1.4 ms of CPU with channels_redis's layer, 0.25-0.3 ms here one at a time,
     0.08-0.13 ms with 50 streams sending at once (their PUBLISHes share pipelines). In the bench
     (`--processes 2 --redis --db postgres`), the CPU per delta of two processes on Redis went from 5.7x
-    to 1.8-2.3x one in-memory process's at N=10, and at N=50 from 3.5x (not held: delta p50 4.3 s) to
-    1.9-2.0x (held). Pub/sub delivers at most once and keeps nothing for a receiver that is not
+    to 2.1-2.3x one in-memory process's at N=10, and at N=50 from 3.5x (not held: delta p50 4.3 s) to
+    1.9x (held). Pub/sub delivers at most once and keeps nothing for a receiver that is not
     subscribed at that moment: that is all this engine asks of a layer (chat.streaming.pubsub: readers
     detect gaps by offset and sync; the database has the final word).
 
