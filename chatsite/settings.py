@@ -135,9 +135,9 @@ REDIS_URL = env.str("REDIS_URL", default="")
 RATE_LIMIT_STORAGE_URL = env.str("RATE_LIMIT_STORAGE_URL", default=REDIS_URL or "memory://")
 if REDIS_URL:
     # Redis pub/sub (chat/streaming/layers.py, RedisPubSubLayer). A command that gets no answer within 15 s
-    # fails (and the pub/sub connection pings Redis after 5 quiet seconds and gives it as long to answer):
-    # a dead connection is noticed, TCP keepalive too. A short connect timeout: Redis is on loopback or the
-    # LAN, and a producer must not wait on a dead one.
+    # fails, and the pub/sub connection, quiet for 5 s, pings Redis and fails if no answer comes within
+    # 15 s: a dead connection is noticed (TCP keepalive too). A short connect timeout: Redis is on loopback
+    # or the LAN, and a producer must not wait on a dead one.
     _redis_host = {
         "address": REDIS_URL,
         "socket_timeout": 15,

@@ -69,8 +69,8 @@ class PoolStats:
     Why both clocks: a call's thread runs Python only while it holds the GIL, and gives it up at every
     SQLite or network call. When the event loop is busy, each give-up costs the thread up to the
     interpreter's switch interval (5 ms) to win the GIL back. Measured (session 14, bench N=100, ramped
-    starts): a new conversation's commit, ~3 ms of CPU, ran 15-50 ms of wall time late in the ramp, and
-    the calls behind it waited 30-70 ms for a thread. Running time well above CPU time means the process
+    starts): a new conversation's commit, ~3 ms of CPU, ran 14-52 ms of wall time late in the ramp, and
+    the calls behind it waited 30-71 ms for a thread. Running time well above CPU time means the process
     is short of CPU, not of threads or database."""
 
     calls: int = 0

@@ -35,7 +35,7 @@ each daphne process answers for itself, and a scraper sums over processes. The n
   and `chat_db_call_cpu_seconds_total{pool}` (counters): the calls run on those threads, their wait for a
   thread, their running time and the CPU time spent on them (`chat.streaming.db.PoolStats`). Running time
   far above CPU time: the calls waited for the GIL, because the event loop keeps the process's one core
-  busy (session 14, bench N=100: a commit of ~3 ms of CPU ran for 15-50 ms); more processes, not more
+  busy (session 14, bench N=100: a commit of ~3 ms of CPU ran for 14-52 ms); more processes, not more
   threads, is the remedy;
 - `process_*`: prometheus-client's process collector (CPU seconds, resident memory, open files).
 
