@@ -407,8 +407,15 @@ def request_pool_calls(before: list[Scrape], after: list[Scrape]) -> tuple[float
     thread, in ms, and their running time divided by their CPU time. A ratio well above 1 says the calls
     waited for the GIL: the process was short of CPU (chat/streaming/db.py, `PoolStats`). (None, None)
     when a scrape failed or nothing ran."""
-    names = ("chat_db_calls_total", "chat_db_call_wait_seconds_total", "chat_db_call_seconds_total")
-    grown = dict.fromkeys((*names, "chat_db_call_cpu_seconds_total"), 0.0)
+    grown = dict.fromkeys(
+        (
+            "chat_db_calls_total",
+            "chat_db_call_wait_seconds_total",
+            "chat_db_call_seconds_total",
+            "chat_db_call_cpu_seconds_total",
+        ),
+        0.0,
+    )
     if len(before) != len(after) or any(s.failure for s in (*before, *after)):
         return None, None
     for old, new in zip(before, after, strict=True):
@@ -781,16 +788,18 @@ class Sweep:
         row.ok = admitted - row.errors
         row.error_kinds = sorted(kinds)
         if app and server:
-            row.metrics = self._cross_check(server, before, row, summary)
-            after = [scrape(url, self.metrics_token) for url in server.urls]
+            row.metrics, after = self._cross_check(server, before, row, summary)
             row.db_wait_ms, row.db_run_per_cpu = request_pool_calls(before, after)
         if opts.restart and server:
             self.stop_server(target)
         return row
 
-    def _cross_check(self, server: Servers, before: list[Scrape], row: Row, summary: dict[str, Any]) -> str:
+    def _cross_check(
+        self, server: Servers, before: list[Scrape], row: Row, summary: dict[str, Any]
+    ) -> tuple[str, list[Scrape]]:
         """Compare /metrics with the bench's counts; counters may trail the client's `done` by a moment (the
-        final save), so a mismatch is scraped again a few times before it stands."""
+        final save), so a mismatch is scraped again a few times before it stands. Returns the verdict and
+        the last scrapes (the level's other /metrics figures are read from them)."""
         warm = summary["warmup"]
         clean = row.errors == 0 and warm["ok"]
         counts: dict[str, int | None] = {
@@ -800,14 +809,15 @@ class Sweep:
             "delta_chars": summary["delta_chars"] + warm["chars"] if clean else None,
             "refused": row.refused,
         }
-        verdict = "n/a"
+        verdict, after = "n/a", before
         for attempt in range(4):
             if attempt:
                 time.sleep(0.5)
-            verdict = cross_check(before, [scrape(url, self.metrics_token) for url in server.urls], counts)
+            after = [scrape(url, self.metrics_token) for url in server.urls]
+            verdict = cross_check(before, after, counts)
             if not verdict.startswith("mismatch"):
                 break
-        return verdict
+        return verdict, after
 
     def _profile(self, server: Servers, target: str, n: int) -> subprocess.Popen[bytes]:
         """py-spy (raw collapsed stacks, `--profile-rate` Hz, non-blocking) on the (first) server process
