@@ -41,7 +41,6 @@ from chat.streaming import (
     PreparedReply,
     astart_reply,
     end_reply_streams,
-    generating_here,
     holding_reply_slot,
     is_draining,
     open_stream_slot,
@@ -399,15 +398,13 @@ async def message_send(request: HtmxHttpRequest, pk: int) -> HttpResponse:
 @request_db
 def _stream_subject(request: HttpRequest, pk: int, message_pk: int) -> tuple[Any, str | None]:
     """The signed-in user (session and user row) and their message's role, in one call on the request
-    database threads; no role for an anonymous request (a 404 for a message not theirs). A reply this
-    process is generating for them is theirs without a read: the stream that follows a new message, opened
-    as the page shows it, has no query of its own after the user's (measured: 0.45-0.52 ms of CPU per
-    `message_role`, in one thread on SQLite)."""
+    database threads; no role for an anonymous request (a 404 for a message not theirs). Always read, even
+    for a reply this process is generating: a conversation deleted behind the app's back (no `ended` sent)
+    must give a reconnecting page the deleted notice, not the text generated after it (session 13 skipped
+    this read, 0.45-0.52 ms of CPU, for local replies; a browser test caught the difference)."""
     user = request_user(request)
     if not user.is_authenticated:
         return user, None
-    if generating_here(message_pk, conversation_id=pk, user_id=user.pk):
-        return user, Message.Role.ASSISTANT
     return user, selectors.message_role(user=user, conversation_pk=pk, pk=message_pk)
 
 

@@ -1,5 +1,5 @@
-"""A start's checks, read in one query (`selectors.start_state`), and a generating reply's stream opened
-without reading its row (`chat.streaming.generating_here`): the same answers as the reads they replace."""
+"""A start's checks, read in one query (`selectors.start_state`): the same answers as the reads they
+replace; and a generating reply's stream, opened for its owner alone."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from django.core.exceptions import ValidationError
 
 from chat import selectors, services
 from chat.models import Conversation, Message
-from chat.streaming import flusher, generating_here
+from chat.streaming import flusher
 from tests.support.asgi_client import AsgiClient
 from tests.support.fake_anthropic import End, FakeAnthropic, Text, Wait
 from tests.support.streams import start_conversation
@@ -86,21 +86,6 @@ def test_a_start_is_refused_by_the_same_checks(make_user: Any, settings: Any) ->
     assert services.conversation_start(user=alice, text="now").budgeted is False
 
 
-def test_generating_here_names_the_reply_its_conversation_and_its_user() -> None:
-    registration = flusher.Registration(
-        text=lambda: "", ttft_ms=lambda: None, stop=lambda reason: None, conversation_id=7, user_id=3
-    )
-    flusher._replies[901] = registration  # as `register`, without starting the flusher's task
-    try:
-        assert generating_here(901, conversation_id=7, user_id=3)
-        assert not generating_here(901, conversation_id=8, user_id=3)
-        assert not generating_here(901, conversation_id=7, user_id=4)
-        assert not generating_here(902, conversation_id=7, user_id=3)
-    finally:
-        flusher.unregister(901)
-    assert not generating_here(901, conversation_id=7, user_id=3)
-
-
 @pytest.mark.django_db(transaction=True)
 async def test_a_generating_replys_stream_opens_for_its_owner_alone(
     asgi_app: Any,
@@ -109,13 +94,13 @@ async def test_a_generating_replys_stream_opens_for_its_owner_alone(
     upstream: FakeAnthropic,
     background: Any,
 ) -> None:
-    """While the reply is generated here (its stream opens without reading the row), another user, or
-    the right reply under another of the owner's conversations, still gets a 404."""
+    """While the reply is generated here, another user, or the right reply under another of the owner's
+    conversations, gets a 404; its owner gets the stream."""
     gate = threading.Event()
     upstream.enqueue(Text("Held "), Wait(gate, 30), Text("open."), End())
     conversation, reply, path = await start_conversation(alice_client)
     other = await Conversation.objects.acreate(user_id=conversation.user_id, title="another")
-    assert generating_here(reply.pk, conversation_id=conversation.pk, user_id=conversation.user_id)
+    assert flusher.is_local(reply.pk)
     try:
         assert (await bob_client.request("GET", path)).status == 404
         wrong = await alice_client.request("GET", f"/c/{other.pk}/m/{reply.pk}/stream/")

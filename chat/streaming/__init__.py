@@ -5,9 +5,8 @@ from any process. What views and signals use is exported here; the modules behin
 - `subscriber`: one SSE stream from a character offset, with no gap and no duplicate;
 - `admission`: at most CHAT_MAX_ACTIVE_REPLIES replies per process; a start past it is refused at once;
 - `metrics`: this process's numbers for `/metrics` (cheap counters on the hot path, read at scrape);
-- `flusher`: saves every local reply and renews its lease on a throttle, and knows whose each one is
-  (`generating_here`); `lifecycle`: start, reap, and drain (on shutdown: refuse new replies, let running
-  ones finish, save the rest as interrupted);
+- `flusher`: saves every local reply and renews its lease on a throttle; `lifecycle`: start, reap, and
+  drain (on shutdown: refuse new replies, let running ones finish, save the rest as interrupted);
 - `pubsub` (names and message shapes), `layers` (the in-memory layer), `db` (background ORM threads),
   `sse` (framing), `tasks` (detached tasks).
 
@@ -18,7 +17,6 @@ from chat.streaming.admission import Slot as ReplySlot
 from chat.streaming.admission import holding as holding_reply_slot
 from chat.streaming.admission import reserve as reserve_reply_slot
 from chat.streaming.caps import open_stream_slot
-from chat.streaming.flusher import generating as generating_here
 from chat.streaming.lifecycle import (
     REQUEST_ARRIVED,
     DrainReport,
@@ -56,7 +54,6 @@ __all__ = [
     "end_reply_streams",
     "end_session_streams",
     "end_user_streams",
-    "generating_here",
     "holding_reply_slot",
     "is_draining",
     "open_stream_slot",

@@ -34,9 +34,6 @@ class Registration:
     # Until the producer stops listening to its control group: it answers a sync, and its `end` is still
     # to come (see `answers_syncs`).
     answering: bool = True
-    # Whose reply it is (see `generating`).
-    conversation_id: int = 0
-    user_id: int = 0
 
 
 _replies: dict[int, Registration] = {}
@@ -57,18 +54,6 @@ def unregister(reply_id: int) -> None:
 def is_local(reply_id: int) -> bool:
     """True while this process is generating the reply: its lease is ours to renew, not to reap."""
     return reply_id in _replies
-
-
-def generating(reply_id: int, *, conversation_id: int, user_id: int) -> bool:
-    """True while this process is generating reply `reply_id`, in conversation `conversation_id` for user
-    `user_id`: a reply of theirs (an assistant message, being generated) that an event stream may follow
-    without reading its row. False says nothing (another process's reply, a finished one, or none)."""
-    registration = _replies.get(reply_id)
-    return (
-        registration is not None
-        and registration.conversation_id == conversation_id
-        and registration.user_id == user_id
-    )
 
 
 def answers_syncs(reply_id: int) -> bool:

@@ -282,8 +282,6 @@ async def _produce(reply_id: int, requesting: asyncio.Future[None] | None, prepa
             stop=stop,
             saved_length=len(loaded.text),
             saved_thinking_length=len(loaded.thinking),
-            conversation_id=loaded.context.conversation_id,
-            user_id=loaded.user_id,
         ),
     )
     outcome = Outcome(status=None)
