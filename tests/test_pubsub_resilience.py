@@ -217,3 +217,76 @@ async def test_concurrent_senders_each_arrive_in_order(restartable_redis: RedisS
             assert got == list(range(50))
     finally:
         await layer.flush()
+
+
+async def _take(inbox: asyncio.Queue[dict[str, Any]], kind: str) -> dict[str, Any]:
+    """The next message of `kind` in `inbox`, skipping extra RESUMEDs (a pool may still hold a connection to
+    the old server, so the first read after a restart can fail once more)."""
+    while True:
+        message = await asyncio.wait_for(inbox.get(), 10)
+        if message["type"] == kind:
+            return message
+        assert message["type"] == pubsub.RESUMED, message
+
+
+@pytest.mark.redis
+async def test_an_attached_channel_gets_its_messages_without_a_receive_and_resumes_after_a_restart(
+    restartable_redis: RedisServer,
+) -> None:
+    """What an event stream relies on with Redis: a group send and a direct send reach the attached sink
+    with no receive() and no task of the stream's own; after Redis restarts the sink is told RESUMED (so it
+    syncs), its groups are subscribed again by the layer, and sends go through at once."""
+    layer = pubsub.layer()
+    channel = await pubsub.new_channel()
+    inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    assert pubsub.attach(channel, inbox.put_nowait)
+    assert await pubsub.join(channel, ["audience", "mine"])
+    try:
+        assert await pubsub.publish("audience", {"type": "test.one"})
+        assert await pubsub.send(channel, {"type": "test.direct"})
+        assert [(await asyncio.wait_for(inbox.get(), 10))["type"] for _ in range(2)] == [
+            "test.one",
+            "test.direct",
+        ]
+        assert channel not in layer._state().queues  # nothing queued for it: the sink took them
+
+        restartable_redis.kill()
+        assert not await pubsub.publish("audience", {"type": "test.lost"})
+        restartable_redis.start()  # empty: it knows no subscription of this process
+        assert (await asyncio.wait_for(inbox.get(), 10))["type"] == pubsub.RESUMED
+        # No re-join by the stream: the layer subscribed its groups again. The sync that RESUMED prompts
+        # goes out at once, not after the sends' back-off.
+        assert await pubsub.publish("mine", {"type": "test.two"})
+        assert (await _take(inbox, "test.two"))["type"] == "test.two"
+        assert await pubsub.publish("audience", {"type": "test.three"})
+        assert (await _take(inbox, "test.three"))["type"] == "test.three"
+
+        pubsub.detach(channel)
+        await pubsub.leave(channel, ["audience", "mine"])
+        assert await pubsub.publish("audience", {"type": "test.gone"})
+        await asyncio.sleep(0.3)
+        assert inbox.empty()
+    finally:
+        await layer.flush()
+
+
+@pytest.mark.redis
+async def test_an_attached_channel_that_joined_while_redis_was_down_is_subscribed_once_it_is_back(
+    restartable_redis: RedisServer,
+) -> None:
+    """A stream that opens while Redis is down: its join fails, yet every one of its groups is recorded, and
+    once Redis is back the layer subscribes them all and tells the sink RESUMED."""
+    layer = pubsub.layer()
+    restartable_redis.kill()
+    channel = await pubsub.new_channel()  # returns: Redis is known to be down
+    inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    assert pubsub.attach(channel, inbox.put_nowait)
+    try:
+        assert not await pubsub.join(channel, ["audience", "user", "session"])
+        restartable_redis.start()
+        assert (await asyncio.wait_for(inbox.get(), 15))["type"] == pubsub.RESUMED
+        for group in ("audience", "user", "session"):
+            assert await pubsub.publish(group, {"type": f"test.{group}"})
+            assert (await _take(inbox, f"test.{group}"))["type"] == f"test.{group}"
+    finally:
+        await layer.flush()

@@ -12,12 +12,15 @@ place of the channel's queue. An event stream's subscriber attaches its inbox, s
 a reader task, a queue put and get, and a task wake-up per delta per open stream (the relay has none of
 these). Sinks get the sender's dict itself, not a copy: they must not mutate it.
 
-`RedisPubSubLayer` carries the same messages between processes by Redis pub/sub (see its docstring)."""
+`RedisPubSubLayer` carries the same messages between processes by Redis pub/sub (see its docstring), and
+takes sinks too: a message that Redis pushes to this process goes to each receiving stream's inbox on the
+layer's one reader task."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 import uuid
 import weakref
@@ -32,6 +35,15 @@ from channels_redis.serializers import registry
 from channels_redis.utils import create_pool, decode_hosts
 from redis.asyncio.client import PubSub
 
+logger = logging.getLogger(__name__)
+
+Sink = Callable[[dict[str, Any]], None]
+
+# What a sink on `RedisPubSubLayer` gets when the layer receives again after its connection broke: anything
+# sent meanwhile is lost. (chat.streaming.pubsub.RESUMED, the same for its `listen`; defined here so that
+# the layers need nothing from the engine.)
+RESUMED = "layer.resumed"
+
 
 class LocalChannelLayer(InMemoryChannelLayer):
     sweep_every = 1.0
@@ -39,9 +51,9 @@ class LocalChannelLayer(InMemoryChannelLayer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._swept_at = 0.0
-        self._sinks: dict[str, Callable[[dict[str, Any]], None]] = {}
+        self._sinks: dict[str, Sink] = {}
 
-    def attach(self, channel: str, sink: Callable[[dict[str, Any]], None]) -> None:
+    def attach(self, channel: str, sink: Sink) -> None:
         """Deliver every message sent to `channel` (directly or through a group) by calling `sink` at
         once, on the sender's task. A sink that cannot take more raises ChannelFull, like a full queue."""
         self.require_valid_channel_name(channel)
@@ -97,6 +109,7 @@ class _LoopSubscriptions:
     listener: aredis.Redis  # the pub/sub connection: no socket timeout (quiet channels are normal)
     name_prefix: str  # this loop's channels are "<prefix><name_prefix>!<random>"
     queues: dict[str, asyncio.Queue[Any]] = field(default_factory=dict)
+    sinks: dict[str, Sink] = field(default_factory=dict)  # attached channels: in place of their queues
     groups: dict[str, set[str]] = field(default_factory=dict)
     pubsub: PubSub | None = None  # set while subscribed
     subscribed: set[str] = field(default_factory=set)  # group keys subscribed on `pubsub`
@@ -129,7 +142,13 @@ class RedisPubSubLayer(BaseChannelLayer):
     `publish`/`send` drop them).
 
     One Redis (the first of `hosts`): no sharding. `expiry` and `group_expiry` do not apply (nothing is
-    stored); `capacity` bounds each channel's queue here, and a message for a full queue is dropped."""
+    stored); `capacity` bounds each channel's queue here, and a message for a full queue is dropped.
+
+    Sinks (`attach`), as on the in-process layer: the reader task hands each message for an attached
+    channel to its sink, with no queue, receive loop or task per channel. Group memberships are this
+    layer's own (Redis only has this loop's subscriptions), so they outlive a broken connection: after
+    reconnecting and subscribing again, the reader hands each sink `{"type": RESUMED}` and its owner syncs.
+    A membership recorded while Redis was down (group_add raised) is subscribed once it is back."""
 
     extensions = ["groups", "flush"]
     QUIET = 5.0  # seconds without a message before the reader pings Redis
@@ -212,6 +231,7 @@ class RedisPubSubLayer(BaseChannelLayer):
         delay = 0.05
         pattern = self._key(f"*{state.name_prefix}!*")
         loop = asyncio.get_running_loop()
+        lost_at: float | None = None
         while True:
             pubsub = state.listener.pubsub()
             try:
@@ -222,11 +242,28 @@ class RedisPubSubLayer(BaseChannelLayer):
                 state.pubsub, state.subscribed = pubsub, keys
                 self._concluded(state, up=True)
                 delay = 0.05
+                if lost_at is not None:
+                    logger.warning(
+                        "channel layer: the Redis pub/sub connection is back after %.1fs (%d groups)",
+                        loop.time() - lost_at,
+                        len(keys),
+                    )
+                    lost_at = None
+                # Attached channels were not told of the failure (nothing of theirs raises); now they may
+                # have missed messages. On a first connect too: a sink attached while Redis was down.
+                for channel in list(state.sinks):
+                    self._deliver(state, channel, {"type": RESUMED})
                 await self._pump(state, pubsub)
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception as exc:
                 if state.pubsub is not None:  # it was up: what its receivers wait for may be lost
+                    lost_at = loop.time()
+                    logger.warning(
+                        "channel layer: the Redis pub/sub connection was lost (%s: %s); reconnecting",
+                        type(exc).__name__,
+                        exc,
+                    )
                     for queue in state.queues.values():
                         _put_dropping_oldest(queue, _LOST)
                 state.pubsub, state.subscribed = None, set()
@@ -319,6 +356,11 @@ class RedisPubSubLayer(BaseChannelLayer):
                         sent.set_result(None)
 
     def _deliver(self, state: _LoopSubscriptions, channel: str, message: dict[str, Any]) -> None:
+        sink = state.sinks.get(channel)
+        if sink is not None:
+            with contextlib.suppress(ChannelFull):  # as a full queue: it misses this and syncs by offset
+                sink(message)
+            return
         queue = state.queues.get(channel)
         if queue is None:
             return  # a channel that left (or never joined) every group: nobody receives there any more
@@ -326,6 +368,20 @@ class RedisPubSubLayer(BaseChannelLayer):
             queue.put_nowait(message)
 
     # --- the channel layer API ------------------------------------------------------------------------
+
+    def attach(self, channel: str, sink: Sink) -> None:
+        """Hand every message for `channel` (a channel of this loop, from `new_channel`) to `sink` on this
+        loop's reader task, in place of its queue; after a broken connection, once subscribed again, a
+        `{"type": RESUMED}` (see the class docstring). The sinks of one group's members share the
+        deserialized dict: they must not mutate it."""
+        self.require_valid_channel_name(channel)
+        state = self._reading()
+        state.sinks[channel] = sink
+        state.queues.pop(channel, None)
+
+    def detach(self, channel: str) -> None:
+        state = self._state()
+        state.sinks.pop(channel, None)
 
     async def new_channel(self, prefix: str = "specific.") -> str:
         """A channel of this loop. Messages reach it once the loop is subscribed: if it is connecting, this

@@ -34,7 +34,7 @@ from channels.exceptions import ChannelFull
 from channels.layers import BaseChannelLayer, get_channel_layer
 from redis.exceptions import RedisError  # channels_redis's errors; harmless with the in-memory layer
 
-from chat.streaming.layers import LocalChannelLayer
+from chat.streaming import layers
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ STOP = "reply.stop"
 TOOL = "reply.tool"  # a tool call's progress, as an HTML fragment
 THINKING = "reply.thinking"  # extended thinking text from an offset (its own offset space)
 CLOSE = "streams.close"  # end open streams on purpose; carries a reason (see subscriber.ENDED_NOTICES)
-RESUMED = "layer.resumed"  # never sent: `listen` yields it once it receives again after a failure
+RESUMED = layers.RESUMED  # never sent: `listen`, or the layer to a sink, gives it when receiving again
 EXIT = "layer.exit"  # sent by a loop's owner to the loop's own channel: `listen` returns (`stop_listening`)
 
 
@@ -258,11 +258,19 @@ async def send(channel: str, message: dict[str, Any]) -> bool:
 
 
 async def join(channel: str, groups: Sequence[str]) -> bool:
-    """Add `channel` to each group. False if the layer failed; `listen(..., joined=False)` joins later."""
+    """Add `channel` to each group. False if the layer failed; `listen(..., joined=False)` joins later.
+    Each group is asked even after one fails: the pub/sub layer records a membership before it fails, and
+    subscribes to it once Redis is back (an attached channel has no `listen` to join again)."""
 
     async def add() -> None:
+        failure: Exception | None = None
         for group in groups:
-            await layer().group_add(group, channel)
+            try:
+                await layer().group_add(group, channel)
+            except Exception as exc:
+                failure = failure or exc
+        if failure is not None:
+            raise failure
 
     return await _quietly(f"group_add of {channel}", add)
 
@@ -274,19 +282,29 @@ async def leave(channel: str, groups: Sequence[str]) -> None:
         await _quietly(f"group_discard of {channel}", discard)
 
 
-def attach(channel: str, sink: Callable[[dict[str, Any]], None]) -> bool:
-    """Have the layer hand each message for `channel` to `sink` as it is sent, when it can (the in-process
-    layer, chat.streaming.layers): no receive loop needed. False otherwise (Redis): read with `listen`."""
+def attach(channel: str, sink: layers.Sink) -> bool:
+    """Have the layer hand each message for `channel` to `sink` as it arrives, when it can (this project's
+    layers, chat.streaming.layers): no receive loop needed, and after a failure of the layer the sink gets
+    RESUMED. False otherwise (another layer): read with `listen`."""
     channel_layer = layer()
-    if not isinstance(channel_layer, LocalChannelLayer):
+    if isinstance(channel_layer, layers.LocalChannelLayer):
+        channel_layer.attach(channel, sink)
+        return True
+    if not isinstance(channel_layer, layers.RedisPubSubLayer):
         return False
-    channel_layer.attach(channel, sink)
+
+    def resuming(message: dict[str, Any]) -> None:
+        if message["type"] == RESUMED:  # as `listen` does: sends (the sync it prompts) need not wait
+            _layer_is_back(channel_layer)  # out their own back-off
+        sink(message)
+
+    channel_layer.attach(channel, resuming)
     return True
 
 
 def detach(channel: str) -> None:
     channel_layer = layer()
-    if isinstance(channel_layer, LocalChannelLayer):
+    if isinstance(channel_layer, layers.LocalChannelLayer | layers.RedisPubSubLayer):
         channel_layer.detach(channel)
 
 

@@ -204,9 +204,10 @@ class _Subscription:
 
     async def run(self) -> AsyncIterator[bytes]:
         channel = await pubsub.new_channel()
-        # In one process, the layer hands messages straight to the inbox (no reader task). Else a reader
-        # task receives them. Subscribe before reading the snapshot, so nothing published in between is
-        # missed. If the layer is down, the reader joins once it is back and then asks for a sync.
+        # This project's layers (in-process, Redis pub/sub) hand messages straight to the inbox: no reader
+        # task per stream. Another layer: a reader task receives them. Subscribe before reading the
+        # snapshot, so nothing published in between is missed. If the layer is down, the stream is joined
+        # once it is back (by the pub/sub layer, or the reader) and then gets RESUMED and asks for a sync.
         attached = pubsub.attach(channel, self.inbox.put)
         joined = await pubsub.join(channel, self.groups)
         reader = None if attached else asyncio.create_task(self._read(channel, joined))
