@@ -637,7 +637,8 @@ class Sweep:
                 ]
             else:
                 app = "bench.relay_asgi:application" if target == "relay" else "chatsite.asgi:application"
-                cmd = [str(bin_dir / "daphne"), "-b", "127.0.0.1", "-p", str(port), app]
+                # daphne as the README starts it (on uvloop), the relay too: the same server under both.
+                cmd = [sys.executable, "-m", "chatsite.serve", "-b", "127.0.0.1", "-p", str(port), app]
             procs.append(Proc(f"server-{target}" + (f"-{i}" if count > 1 else ""), cmd, env, self.logs))
             urls.append(f"http://127.0.0.1:{port}")
         servers = Servers(procs, urls)

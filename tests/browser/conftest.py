@@ -134,7 +134,17 @@ def chat_server(fake_upstream: FakeAnthropic) -> Iterator[LiveServer]:
     log_path = data_dir / "daphne.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [str(VENV_BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port), "chatsite.asgi:application"],
+            # daphne on uvloop, as scripts/run starts it
+            [
+                str(VENV_BIN / "python"),
+                "-m",
+                "chatsite.serve",
+                "-b",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "chatsite.asgi:application",
+            ],
             cwd=ROOT,
             env=env,
             stdout=log,

@@ -61,7 +61,9 @@ def live_site(**settings: str) -> Iterator[str]:
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
             [
-                str(Path(sys.executable).parent / "daphne"),
+                sys.executable,
+                "-m",
+                "chatsite.serve",  # daphne on uvloop, as scripts/run starts it
                 "-b",
                 "127.0.0.1",
                 "-p",

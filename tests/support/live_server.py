@@ -55,7 +55,9 @@ class DaphneProcess:
         log = open(self.log_dir / f"daphne-{self.name}.log", "wb")
         self.process = subprocess.Popen(
             [
-                str(BIN / "daphne"),
+                str(BIN / "python"),
+                "-m",
+                "chatsite.serve",  # daphne on uvloop, as the README starts it
                 *self.args,
                 "-b",
                 "127.0.0.1",

@@ -1,0 +1,35 @@
+"""Serve chatsite with daphne on uvloop's event loop: `python -m chatsite.serve [daphne's options] app`.
+
+daphne runs Twisted's asyncio reactor on a loop that `daphne.server` creates when it is imported, from the
+current event-loop policy: setting uvloop's policy first is all it takes (Twisted accepts any asyncio loop
+since 21.7). Every reply's work happens on that one loop (requests, the SDK's HTTP, the channel layer's
+Redis connections, timers), so its cost per callback and per socket read is paid per delta.
+
+Measured in issue 15's fifteenth session (interleaved A/B, this 2-core machine, one process): CPU per short
+reply (`python -m bench.sweep --levels 100 --ramp 5 --targets ours --deltas 2 --ttft 0.7`) 26.6 → 24.0 and
+24.5 → 21.4 ms; see docs/notes/perf.md for the full sweeps."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+import uvloop
+
+
+def use_uvloop() -> None:
+    """Make uvloop the event-loop policy, before daphne creates its loop (raises if it already has)."""
+    if "daphne.server" in sys.modules:
+        raise RuntimeError("daphne.server is already imported: its loop exists; set the policy earlier")
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def main() -> None:
+    use_uvloop()
+    from daphne.cli import CommandLineInterface  # imports daphne.server: its loop is uvloop's from here
+
+    CommandLineInterface.entrypoint()
+
+
+if __name__ == "__main__":
+    main()
