@@ -290,3 +290,28 @@ async def test_an_attached_channel_that_joined_while_redis_was_down_is_subscribe
             assert (await _take(inbox, f"test.{group}"))["type"] == f"test.{group}"
     finally:
         await layer.flush()
+
+
+@pytest.mark.redis
+async def test_a_failing_receiver_loses_its_message_not_the_connection(
+    restartable_redis: RedisServer,
+) -> None:
+    """A sink that raises (a bug in one stream) drops that message for that stream only: the other members
+    of the group get it, and the process's pub/sub connection stays up (no RESUMED to anyone)."""
+    layer = pubsub.layer()
+    broken, healthy = await pubsub.new_channel(), await pubsub.new_channel()
+    inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+    def explode(message: dict[str, Any]) -> None:
+        raise RuntimeError("a receiver's bug")
+
+    assert pubsub.attach(broken, explode) and pubsub.attach(healthy, inbox.put_nowait)
+    assert await pubsub.join(broken, ["audience"]) and await pubsub.join(healthy, ["audience"])
+    try:
+        for n in range(3):
+            assert await pubsub.publish("audience", {"type": "test.n", "n": n})
+        got = [await asyncio.wait_for(inbox.get(), 10) for _ in range(3)]
+        assert [m.get("n") for m in got] == [0, 1, 2]  # in order, and no RESUMED among them
+        assert layer._state().pubsub is not None
+    finally:
+        await layer.flush()

@@ -358,8 +358,12 @@ class RedisPubSubLayer(BaseChannelLayer):
     def _deliver(self, state: _LoopSubscriptions, channel: str, message: dict[str, Any]) -> None:
         sink = state.sinks.get(channel)
         if sink is not None:
-            with contextlib.suppress(ChannelFull):  # as a full queue: it misses this and syncs by offset
+            try:
                 sink(message)
+            except ChannelFull:  # as a full queue: it misses this and syncs by offset
+                pass
+            except Exception:  # one receiver's bug must not break the connection every stream here uses
+                logger.exception("channel layer: the receiver on %s failed; message dropped", channel)
             return
         queue = state.queues.get(channel)
         if queue is None:

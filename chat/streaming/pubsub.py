@@ -294,7 +294,7 @@ def attach(channel: str, sink: layers.Sink) -> bool:
         return False
 
     def resuming(message: dict[str, Any]) -> None:
-        if message["type"] == RESUMED:  # as `listen` does: sends (the sync it prompts) need not wait
+        if message.get("type") == RESUMED:  # as `listen` does: sends (the sync it prompts) need not wait
             _layer_is_back(channel_layer)  # out their own back-off
         sink(message)
 
