@@ -5,9 +5,9 @@ current event-loop policy: setting uvloop's policy first is all it takes (Twiste
 since 21.7). Every reply's work happens on that one loop (requests, the SDK's HTTP, the channel layer's
 Redis connections, timers), so its cost per callback and per socket read is paid per delta.
 
-Measured in issue 15's fifteenth session (interleaved A/B, this 2-core machine, one process): CPU per short
-reply (`python -m bench.sweep --levels 100 --ramp 5 --targets ours --deltas 2 --ttft 0.7`) 26.6 → 24.0 and
-24.5 → 21.4 ms; see docs/notes/perf.md for the full sweeps."""
+Measured in issue 15's fifteenth session (2 cores, the README's sweep, old code then new back to back): CPU
+per delta at N=100 337 → 260 µs, the relay's (moved to this launcher too) 345 → 323 µs. Per short reply the
+difference stayed inside the measure's noise. See docs/notes/perf.md, "Session 15"."""
 
 from __future__ import annotations
 
