@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import uvloop
 from django.contrib.auth.models import User
 
 from tests.support.asgi_client import AsgiClient, session_cookies
@@ -24,6 +26,14 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if IN_CI and report.skipped and any(m in item.keywords for m in SERVICE_MARKERS):
         report.outcome = "failed"
         report.longrepr = f"CI may not skip a test that needs a real service: {report.longrepr}"
+
+
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Any]:
+    """Async tests run on asyncio's own loop; those marked `uvloop_too` also on uvloop's, which the server
+    runs on (chatsite/serve.py): code that touches transports or the loop's internals must work on both."""
+    if item.get_closest_marker("uvloop_too") is None:
+        return {"asyncio": asyncio.new_event_loop}
+    return {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
 
 
 @pytest.hookimpl(trylast=True)  # after pytest-django's own reordering

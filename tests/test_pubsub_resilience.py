@@ -16,6 +16,9 @@ from chat.streaming import pubsub
 from tests.support.cluster import RedisServer
 from tests.support.live_server import manage
 
+# The server runs on uvloop (chatsite/serve.py): the layer's Redis connections must work on both loops.
+pytestmark = pytest.mark.uvloop_too
+
 
 def test_backoff_doubles_up_to_its_cap_and_starts_again_after_a_success() -> None:
     backoff = pubsub.Backoff(first=0.1, cap=1.0)
@@ -199,8 +202,8 @@ async def test_a_quiet_subscription_outlives_its_socket_timeout(restartable_redi
 
 @pytest.mark.redis
 async def test_concurrent_senders_each_arrive_in_order(restartable_redis: RedisServer) -> None:
-    """The layer sends a loop's PUBLISHes in batches (one pipeline while the last one is on its way): each
-    sender's messages still arrive in the order it sent them, none lost or doubled."""
+    """The layer writes the PUBLISHes of one turn of the loop together: each sender's messages still arrive
+    in the order it sent them, none lost or doubled."""
     layer = pubsub.layer()
     channels = [await pubsub.new_channel() for _ in range(3)]
     for index, channel in enumerate(channels):

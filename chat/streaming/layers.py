@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 import uuid
@@ -28,12 +29,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-import redis.asyncio as aredis
 from channels.exceptions import ChannelFull
 from channels.layers import BaseChannelLayer, InMemoryChannelLayer
 from channels_redis.serializers import registry
-from channels_redis.utils import create_pool, decode_hosts
-from redis.asyncio.client import PubSub
+from channels_redis.utils import decode_hosts
+
+from chat.streaming import resp
 
 logger = logging.getLogger(__name__)
 
@@ -102,22 +103,21 @@ _LOST = _Lost()
 
 @dataclass
 class _LoopSubscriptions:
-    """One event loop's side of a `RedisPubSubLayer`: its command client, the pub/sub connection that a
+    """One event loop's side of a `RedisPubSubLayer`: its command connection, the pub/sub connection that a
     reader task keeps subscribed, and the channels and group memberships of the receivers on this loop."""
 
-    client: aredis.Redis  # commands (PUBLISH), with the configured socket timeout
-    listener: aredis.Redis  # the pub/sub connection: no socket timeout (quiet channels are normal)
     name_prefix: str  # this loop's channels are "<prefix><name_prefix>!<random>"
+    commands: resp.Connection | None = None  # PUBLISHes, with the configured socket timeout
+    connecting: asyncio.Task[resp.Connection] | None = None  # the command connection being made
     queues: dict[str, asyncio.Queue[Any]] = field(default_factory=dict)
     sinks: dict[str, Sink] = field(default_factory=dict)  # attached channels: in place of their queues
     groups: dict[str, set[str]] = field(default_factory=dict)
-    pubsub: PubSub | None = None  # set while subscribed
+    pubsub: resp.Connection | None = None  # set while subscribed
     subscribed: set[str] = field(default_factory=set)  # group keys subscribed on `pubsub`
+    confirmed: asyncio.Future[None] | None = None  # the reader's PSUBSCRIBE was confirmed by Redis
     down: bool = False  # the last attempt to connect failed (until one succeeds)
     attempt: asyncio.Future[None] | None = None  # resolved when the current attempt to connect concludes
     reader: asyncio.Task[None] | None = None
-    outbox: list[tuple[str, bytes, asyncio.Future[None]]] = field(default_factory=list)  # PUBLISHes to send
-    sender: asyncio.Task[None] | None = None  # sends the outbox, a pipeline at a time
 
 
 class RedisPubSubLayer(BaseChannelLayer):
@@ -135,20 +135,26 @@ class RedisPubSubLayer(BaseChannelLayer):
     subscribed at that moment: that is all this engine asks of a layer (chat.streaming.pubsub: readers
     detect gaps by offset and sync; the database has the final word).
 
+    The wire: `chat.streaming.resp`, hiredis on an asyncio protocol, not redis-py's client (see that
+    module for the measured reason). A pushed message is parsed and handed to its receivers inside the
+    protocol's `data_received`, with no task, coroutine or stream read per message; the PUBLISHes made in
+    one turn of the loop go out in one write.
+
     Failure contract, as `pubsub.listen` expects it: when the pub/sub connection breaks, every receive() on
     this loop raises (a `_LOST` marker in each queue), a reader task reconnects with a bounded back-off
     and subscribes to this loop's groups again, and group_add() raises until it has: `listen` then re-joins
     and yields RESUMED, and its caller syncs. Sends and group sends raise while Redis is down (the engine's
-    `publish`/`send` drop them).
+    `publish`/`send` drop them), and a PUBLISH that gets no answer within the socket timeout fails.
 
-    One Redis (the first of `hosts`): no sharding. `expiry` and `group_expiry` do not apply (nothing is
-    stored); `capacity` bounds each channel's queue here, and a message for a full queue is dropped.
+    One Redis (the first of `hosts`): no sharding, no Sentinel. `expiry` and `group_expiry` do not apply
+    (nothing is stored); `capacity` bounds each channel's queue here, and a message for a full queue is
+    dropped.
 
-    Sinks (`attach`), as on the in-process layer: the reader task hands each message for an attached
-    channel to its sink, with no queue, receive loop or task per channel. Group memberships are this
-    layer's own (Redis only has this loop's subscriptions), so they outlive a broken connection: after
-    reconnecting and subscribing again, the reader hands each sink `{"type": RESUMED}` and its owner syncs.
-    A membership recorded while Redis was down (group_add raised) is subscribed once it is back."""
+    Sinks (`attach`), as on the in-process layer: the reader hands each message for an attached channel to
+    its sink, with no queue, receive loop or task per channel. Group memberships are this layer's own
+    (Redis only has this loop's subscriptions), so they outlive a broken connection: after reconnecting and
+    subscribing again, the reader hands each sink `{"type": RESUMED}` and its owner syncs. A membership
+    recorded while Redis was down (group_add raised) is subscribed once it is back."""
 
     extensions = ["groups", "flush"]
     QUIET = 5.0  # seconds without a message before the reader pings Redis
@@ -165,20 +171,20 @@ class RedisPubSubLayer(BaseChannelLayer):
         **_ignored: Any,
     ) -> None:
         super().__init__(expiry=expiry, capacity=capacity, channel_capacity=channel_capacity)
-        # channels_redis's host format (address, or host and port, or a Sentinel) and its serializers
-        # (msgpack; encrypted with `symmetric_encryption_keys`).
-        host = dict(decode_hosts(hosts)[0])
-        # Reads on the pub/sub connection wait for messages as long as the channels are quiet: no socket
-        # timeout there. A dead connection is noticed by the reader's own PING when it has heard nothing
-        # for QUIET seconds, and no answer within the configured socket timeout (default 15 s). Commands
-        # (PUBLISH) keep that timeout: a dead Redis must not hang a producer.
-        self._answer_within = float(host.pop("socket_timeout", None) or 15.0)
-        self._connect_within = float(host.get("socket_connect_timeout") or 5.0)
-        self._host = host
+        # channels_redis's host format (an address, or host and port) and its serializers (msgpack;
+        # encrypted with `symmetric_encryption_keys`). Commands (PUBLISH) get the configured socket timeout
+        # (default 15 s): a dead Redis must not hang a producer. The pub/sub connection waits for messages
+        # as long as the channels are quiet; a dead one is noticed by the reader's own PING when it has
+        # heard nothing for QUIET seconds, and no answer within that same timeout (TCP keepalive too).
+        self._address = resp.Address.from_host(dict(decode_hosts(hosts)[0]))
+        self._answer_within = self._address.answer_within
+        self._connect_within = self._address.connect_timeout
         self._serializer = registry.get_serializer(
             serializer_format, symmetric_encryption_keys=symmetric_encryption_keys
         )
         self.prefix = prefix
+        self._groups_at = len(self._group_key(""))
+        self._specific_at = len(prefix) + 1
         self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopSubscriptions] = (
             weakref.WeakKeyDictionary()
         )
@@ -189,11 +195,7 @@ class RedisPubSubLayer(BaseChannelLayer):
         loop = asyncio.get_running_loop()
         state = self._loops.get(loop)
         if state is None:
-            client = aredis.Redis(
-                connection_pool=create_pool({**self._host, "socket_timeout": self._answer_within})
-            )
-            listener = aredis.Redis(connection_pool=create_pool(self._host))
-            state = self._loops[loop] = _LoopSubscriptions(client, listener, uuid.uuid4().hex)
+            state = self._loops[loop] = _LoopSubscriptions(uuid.uuid4().hex)
         return state
 
     def _reading(self) -> _LoopSubscriptions:
@@ -233,12 +235,24 @@ class RedisPubSubLayer(BaseChannelLayer):
         loop = asyncio.get_running_loop()
         lost_at: float | None = None
         while True:
-            pubsub = state.listener.pubsub()
+            pubsub: resp.Connection | None = None
             try:
-                await pubsub.psubscribe(pattern)
+                state.confirmed = loop.create_future()
+                pubsub = await resp.connect(self._address, on_push=functools.partial(self._pushed, state))
+                pubsub.send("PSUBSCRIBE", pattern)
                 keys = {self._group_key(group) for group in list(state.groups)}
                 if keys:
-                    await pubsub.subscribe(*keys)
+                    pubsub.send("SUBSCRIBE", *keys)
+                # Up once Redis has confirmed the pattern: a send to one of this loop's channels made after
+                # that reaches it.
+                either: list[asyncio.Future[Any]] = [state.confirmed, pubsub.closed]
+                await asyncio.wait(
+                    either,
+                    timeout=self._answer_within,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                if not state.confirmed.done():
+                    raise ConnectionError("Redis did not confirm the subscription")
                 state.pubsub, state.subscribed = pubsub, keys
                 self._concluded(state, up=True)
                 delay = 0.05
@@ -253,8 +267,10 @@ class RedisPubSubLayer(BaseChannelLayer):
                 # have missed messages. On a first connect too: a sink attached while Redis was down.
                 for channel in list(state.sinks):
                     self._deliver(state, channel, {"type": RESUMED})
-                await self._pump(state, pubsub)
+                await self._watch(pubsub)
             except asyncio.CancelledError:
+                if pubsub is not None:
+                    pubsub.close()
                 raise
             except Exception as exc:
                 if state.pubsub is not None:  # it was up: what its receivers wait for may be lost
@@ -268,92 +284,65 @@ class RedisPubSubLayer(BaseChannelLayer):
                         _put_dropping_oldest(queue, _LOST)
                 state.pubsub, state.subscribed = None, set()
                 self._concluded(state, up=False)
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()
+                if pubsub is not None:
+                    pubsub.close()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
                 state.attempt = loop.create_future()
 
-    async def _pump(self, state: _LoopSubscriptions, pubsub: PubSub) -> None:
-        """Hand every message on `pubsub` to its receivers until the connection fails (raises).
-
-        Reads block with no timeout (a read with one costs 49 µs of CPU per message against 14, measured
-        with redis-py in one process); a watchdog beside it pings Redis after QUIET seconds without a
-        message, and fails the connection if nothing, not even the answer, comes within the socket
-        timeout."""
+    async def _watch(self, pubsub: resp.Connection) -> None:
+        """Return never; raise when the pub/sub connection fails. Messages are handled as they arrive
+        (`_pushed`); this pings Redis after QUIET seconds without hearing anything, and fails the connection
+        if nothing, not even the answer, comes within the socket timeout."""
         loop = asyncio.get_running_loop()
-        heard = loop.time()
-        groups_at = len(self._group_key(""))
-        specific_at = len(self.prefix) + 1
-
-        async def listen() -> None:
-            nonlocal heard
-            async for message in pubsub.listen():
-                heard = loop.time()
-                kind = message["type"]
-                if kind == "message":
-                    body = self._serializer.deserialize(message["data"])
-                    for channel in list(state.groups.get(message["channel"].decode()[groups_at:], ())):
-                        self._deliver(state, channel, body)
-                elif kind == "pmessage":
-                    body = self._serializer.deserialize(message["data"])
-                    self._deliver(state, message["channel"].decode()[specific_at:], body)
-            raise ConnectionError("the Redis pub/sub connection has no subscription left")
-
-        async def watch() -> None:
-            while True:
-                await asyncio.sleep(self.QUIET)
-                if loop.time() - heard < self.QUIET:
-                    continue
+        while True:
+            await asyncio.wait({pubsub.closed}, timeout=self.QUIET)
+            if not pubsub.closed.done() and loop.time() - pubsub.heard >= self.QUIET:
                 pinged = loop.time()
-                await pubsub.ping()
-                await asyncio.sleep(self._answer_within)
-                if heard < pinged:
+                pubsub.send("PING")
+                await asyncio.wait({pubsub.closed}, timeout=self._answer_within)
+                if not pubsub.closed.done() and pubsub.heard < pinged:
                     raise ConnectionError("Redis did not answer a PING on the pub/sub connection")
+            if pubsub.closed.done():
+                raise ConnectionError(str(pubsub.closed.result() or "the Redis pub/sub connection closed"))
 
-        tasks = {loop.create_task(listen()), loop.create_task(watch())}
+    def _pushed(self, state: _LoopSubscriptions, reply: Any) -> None:
+        """One reply pushed on the pub/sub connection (called from its protocol's `data_received`)."""
         try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                task.result()  # raises: a listen or watch that ends always does
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            kind = reply[0]
+            if kind == b"message":
+                body = self._serializer.deserialize(reply[2])
+                for channel in list(state.groups.get(reply[1].decode()[self._groups_at :], ())):
+                    self._deliver(state, channel, body)
+            elif kind == b"pmessage":
+                body = self._serializer.deserialize(reply[3])
+                self._deliver(state, reply[2].decode()[self._specific_at :], body)
+            elif kind == b"psubscribe":
+                if state.confirmed is not None and not state.confirmed.done():
+                    state.confirmed.set_result(None)
+            # subscribe / unsubscribe confirmations and PING's "pong": nothing to do
+        except Exception:  # a message that cannot be read must not break the connection every stream uses
+            logger.exception("channel layer: a message pushed by Redis could not be read; dropped")
 
     async def _publish(self, key: str, data: bytes) -> None:
-        """PUBLISH `data` to `key`; returns once Redis has it, raises if it failed. The PUBLISHes of this
-        loop go out in order, in one pipeline per batch: those made while one batch is on its way go
-        together in the next (measured with redis-py in one process: 183 µs of CPU per PUBLISH awaited
-        alone, 47 µs each in a pipeline of 20; under load, the sends of many replies' deltas meet)."""
+        """PUBLISH `data` to `key`; returns once Redis has it, raises if it failed. The PUBLISHes of one
+        turn of the loop go out in one write (under load, the sends of many replies' deltas meet)."""
         state = self._state()
-        loop = asyncio.get_running_loop()
-        sent: asyncio.Future[None] = loop.create_future()
-        state.outbox.append((key, data, sent))
-        if state.sender is None or state.sender.done():
-            state.sender = loop.create_task(self._send_outbox(state), name="redis-publish")
-        await sent
+        commands = state.commands
+        if commands is None or commands.lost:
+            commands = await self._connect_commands(state)
+        await commands.call("PUBLISH", key, data)
 
-    @staticmethod
-    async def _send_outbox(state: _LoopSubscriptions) -> None:
-        while state.outbox:
-            batch, state.outbox = state.outbox, []
-            try:
-                if len(batch) == 1:
-                    await state.client.publish(batch[0][0], batch[0][1])
-                else:
-                    async with state.client.pipeline(transaction=False) as pipe:
-                        for key, data, _ in batch:
-                            pipe.publish(key, data)
-                        await pipe.execute()
-            except Exception as exc:
-                for _, _, sent in batch:
-                    if not sent.done():
-                        sent.set_exception(exc)
-            else:
-                for _, _, sent in batch:
-                    if not sent.done():
-                        sent.set_result(None)
+    async def _connect_commands(self, state: _LoopSubscriptions) -> resp.Connection:
+        """The command connection, made once for all the PUBLISHes waiting for it (each raises if it fails;
+        the engine's `publish` then backs off)."""
+        if state.connecting is None or state.connecting.done():
+            state.connecting = asyncio.get_running_loop().create_task(
+                resp.connect(self._address), name="redis-connect"
+            )
+        commands = await asyncio.shield(state.connecting)
+        state.commands = commands
+        return commands
 
     def _deliver(self, state: _LoopSubscriptions, channel: str, message: dict[str, Any]) -> None:
         sink = state.sinks.get(channel)
@@ -427,7 +416,7 @@ class RedisPubSubLayer(BaseChannelLayer):
         pubsub = state.pubsub
         if pubsub is not None and key not in state.subscribed:
             state.subscribed.add(key)
-            await pubsub.subscribe(key)
+            pubsub.send("SUBSCRIBE", key)
 
     async def group_discard(self, group: str, channel: str) -> None:
         self.require_valid_group_name(group)
@@ -441,7 +430,7 @@ class RedisPubSubLayer(BaseChannelLayer):
                 key = self._group_key(group)
                 if state.pubsub is not None and key in state.subscribed:
                     state.subscribed.discard(key)
-                    await state.pubsub.unsubscribe(key)
+                    state.pubsub.send("UNSUBSCRIBE", key)
         if not any(channel in members for members in state.groups.values()):
             state.queues.pop(channel, None)  # in no group any more: nothing will be received there
 
@@ -456,13 +445,13 @@ class RedisPubSubLayer(BaseChannelLayer):
         for loop, state in loops.items():
             if loop is not asyncio.get_running_loop():
                 continue
-            for task in (state.reader, state.sender):
+            for task in (state.reader, state.connecting):
                 if task is not None:
                     task.cancel()
                     await asyncio.gather(task, return_exceptions=True)
-            for client in (state.client, state.listener):
-                with contextlib.suppress(Exception):
-                    await client.aclose()
+            for connection in (state.commands, state.pubsub):
+                if connection is not None:
+                    connection.close()
 
 
 def _put_dropping_oldest(queue: asyncio.Queue[Any], item: Any) -> None:

@@ -1,0 +1,231 @@
+"""The Redis wire under the pub/sub channel layer (`chat.streaming.resp`): addresses, replies in order,
+error replies, credentials, and what a stopped or killed Redis does to waiting commands. Against a real
+private redis-server, on both event loops the app runs on (asyncio in tests, uvloop in the server)."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import hiredis
+import pytest
+import redis
+
+from chat.streaming import resp
+from chat.streaming.layers import RedisPubSubLayer
+from tests.support.cluster import RedisServer
+from tests.support.live_server import free_port
+
+# uvloop's transports are not asyncio.Transport subclasses, which once broke the connection's first callback.
+pytestmark = pytest.mark.uvloop_too
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path).start()
+    yield server
+    server.stop()
+
+
+# --- addresses (pure) -----------------------------------------------------------------------------------
+
+
+def test_an_address_url_gives_host_port_credentials_and_the_socket_options() -> None:
+    address = resp.Address.from_host(
+        {
+            "address": "redis://alice:s3cret@10.0.0.5:6380/2",
+            "socket_timeout": 15,
+            "socket_connect_timeout": 2,
+            "socket_keepalive": True,
+        }
+    )
+    assert (address.host, address.port, address.path) == ("10.0.0.5", 6380, None)
+    assert (address.username, address.password) == ("alice", "s3cret")
+    assert (address.answer_within, address.connect_timeout, address.keepalive) == (15.0, 2.0, True)
+    assert not address.tls and address.tls_context() is None
+
+
+def test_tls_unix_sockets_and_host_port_entries_are_understood() -> None:
+    tls = resp.Address.from_host({"address": "rediss://:pw@redis.example:6390/0"})
+    assert tls.tls and tls.password == "pw" and tls.username is None
+    context = tls.tls_context()
+    assert context is not None and context.check_hostname
+    unverified = resp.Address.from_host({"address": "rediss://redis.example?ssl_cert_reqs=none"})
+    context = unverified.tls_context()
+    assert context is not None and not context.check_hostname
+
+    unix = resp.Address.from_host({"address": "unix:///run/redis.sock"})
+    assert unix.path == "/run/redis.sock"
+
+    pair = resp.Address.from_host({"host": "127.0.0.2", "port": 6381})
+    assert (pair.host, pair.port, pair.password, pair.answer_within) == ("127.0.0.2", 6381, None, 15.0)
+
+
+def test_sentinel_hosts_are_refused_with_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="Sentinel"):
+        resp.Address.from_host({"sentinels": [("127.0.0.1", 26379)], "master_name": "main"})
+
+
+# --- a real redis-server --------------------------------------------------------------------------------
+
+
+def _address(server: RedisServer, **options: Any) -> resp.Address:
+    return resp.Address.from_host({"address": server.url, **options})
+
+
+@pytest.mark.redis
+async def test_replies_come_back_to_their_commands_in_order(redis_server: RedisServer) -> None:
+    connection = await resp.connect(_address(redis_server))
+    try:
+        # Many commands in one turn of the loop (one write); each future gets its own reply.
+        calls = [connection.call("SET", f"k{n}", n) for n in range(200)]
+        calls += [connection.call("GET", f"k{n}") for n in range(200)]
+        replies = await asyncio.gather(*calls)
+        assert replies[:200] == [b"OK"] * 200
+        assert replies[200:] == [str(n).encode() for n in range(200)]
+        assert await connection.call("PUBLISH", "nobody", b"\x00\xffbinary") == 0
+    finally:
+        connection.close()
+
+
+@pytest.mark.redis
+async def test_an_error_reply_fails_its_command_only(redis_server: RedisServer) -> None:
+    connection = await resp.connect(_address(redis_server))
+    try:
+        wrong, right = connection.call("NOSUCHCOMMAND"), connection.call("PING")
+        with pytest.raises(hiredis.ReplyError, match="unknown command"):
+            await wrong
+        assert await right == b"PONG"
+        assert not connection.lost
+    finally:
+        connection.close()
+
+
+@pytest.mark.redis
+async def test_pushed_messages_go_to_on_push(redis_server: RedisServer) -> None:
+    pushed: list[Any] = []
+    subscriber = await resp.connect(_address(redis_server), on_push=pushed.append)
+    publisher = await resp.connect(_address(redis_server))
+    try:
+        subscriber.send("SUBSCRIBE", "news")
+        while not pushed:
+            await asyncio.sleep(0.01)
+        assert pushed == [[b"subscribe", b"news", 1]]
+        assert await publisher.call("PUBLISH", "news", b"one") == 1
+        while len(pushed) < 2:
+            await asyncio.sleep(0.01)
+        assert pushed[1] == [b"message", b"news", b"one"]
+    finally:
+        subscriber.close()
+        publisher.close()
+
+
+@pytest.mark.redis
+async def test_a_killed_redis_fails_waiting_commands_and_resolves_closed(redis_server: RedisServer) -> None:
+    connection = await resp.connect(_address(redis_server))
+    redis_server.kill()
+    await asyncio.wait_for(asyncio.shield(connection.closed), 10)
+    assert connection.lost
+    with pytest.raises(ConnectionError):
+        await connection.call("PING")
+
+
+@pytest.mark.redis
+async def test_a_redis_that_stops_answering_fails_the_command_within_its_timeout(
+    redis_server: RedisServer,
+) -> None:
+    """SIGSTOP: the socket stays open and nothing answers, as with a hung server. The command fails
+    after `socket_timeout`, the connection is broken (its owner reconnects), and nothing hangs."""
+    connection = await resp.connect(_address(redis_server, socket_timeout=0.3))
+    assert redis_server.process is not None
+    redis_server.process.send_signal(signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        with pytest.raises(ConnectionError, match="did not answer"):
+            await asyncio.wait_for(connection.call("PING"), 10)
+        assert time.monotonic() - started >= 0.3
+        assert connection.closed.done() and connection.lost
+    finally:
+        redis_server.process.send_signal(signal.SIGCONT)
+        connection.close()
+
+
+@pytest.fixture
+def redis_with_password(tmp_path: Path) -> Iterator[int]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server not installed (apt-get install -y redis-server)")
+    port = free_port()
+    with open(tmp_path / "redis-auth.log", "ab") as log:
+        process = subprocess.Popen(
+            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--requirepass", "s3cret"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    client = redis.Redis(port=port, password="s3cret", socket_connect_timeout=1)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("redis-server with a password did not start") from None
+            time.sleep(0.05)
+    client.close()
+    yield port
+    process.terminate()
+    process.wait(10)
+
+
+@pytest.mark.redis
+async def test_credentials_in_the_url_sign_in_and_wrong_ones_are_refused(redis_with_password: int) -> None:
+    port = redis_with_password
+    with pytest.raises(hiredis.ReplyError):
+        await resp.connect(resp.Address.from_host({"address": f"redis://:wrong@127.0.0.1:{port}/0"}))
+
+    anonymous = await resp.connect(resp.Address.from_host({"address": f"redis://127.0.0.1:{port}/0"}))
+    try:
+        with pytest.raises(hiredis.ReplyError, match="NOAUTH"):
+            await anonymous.call("PUBLISH", "x", b"y")
+    finally:
+        anonymous.close()
+
+    # The whole layer on that Redis: a group message reaches its member.
+    layer = RedisPubSubLayer(hosts=[{"address": f"redis://:s3cret@127.0.0.1:{port}/0"}])
+    channel = await layer.new_channel()
+    await layer.group_add("signed-in", channel)
+    try:
+        await layer.group_send("signed-in", {"type": "test.hello"})
+        assert (await asyncio.wait_for(layer.receive(channel), 10))["type"] == "test.hello"
+    finally:
+        await layer.flush()
+
+
+@pytest.mark.redis
+async def test_the_layer_delivers_on_this_loop_to_queues_and_sinks(redis_server: RedisServer) -> None:
+    """Both kinds of receiver, group and direct sends, on each event loop."""
+    layer = RedisPubSubLayer(hosts=[{"address": redis_server.url}])
+    queued = await layer.new_channel()
+    sunk = await layer.new_channel()
+    got: list[dict[str, Any]] = []
+    layer.attach(sunk, got.append)
+    await layer.group_add("both", queued)
+    await layer.group_add("both", sunk)
+    try:
+        await layer.group_send("both", {"type": "test.group", "n": 1})
+        await layer.send(queued, {"type": "test.direct"})
+        assert (await asyncio.wait_for(layer.receive(queued), 10))["type"] == "test.group"
+        assert (await asyncio.wait_for(layer.receive(queued), 10))["type"] == "test.direct"
+        while not any(message["type"] == "test.group" for message in got):
+            await asyncio.sleep(0.01)
+        assert [m for m in got if m["type"] == "test.group"] == [{"type": "test.group", "n": 1}]
+    finally:
+        layer.detach(sunk)
+        await layer.flush()
