@@ -5,6 +5,7 @@ private redis-server, on both event loops the app runs on (asyncio in tests, uvl
 from __future__ import annotations
 
 import asyncio
+import logging
 import shutil
 import signal
 import subprocess
@@ -185,7 +186,9 @@ def redis_with_password(tmp_path: Path) -> Iterator[int]:
 
 
 @pytest.mark.redis
-async def test_credentials_in_the_url_sign_in_and_wrong_ones_are_refused(redis_with_password: int) -> None:
+async def test_credentials_in_the_url_sign_in_and_wrong_ones_are_refused(
+    redis_with_password: int, caplog: pytest.LogCaptureFixture
+) -> None:
     port = redis_with_password
     with pytest.raises(hiredis.ReplyError):
         await resp.connect(resp.Address.from_host({"address": f"redis://:wrong@127.0.0.1:{port}/0"}))
@@ -196,6 +199,16 @@ async def test_credentials_in_the_url_sign_in_and_wrong_ones_are_refused(redis_w
             await anonymous.call("PUBLISH", "x", b"y")
     finally:
         anonymous.close()
+
+    # The layer with a wrong password: joining fails, and the log says why, without the password.
+    wrong = RedisPubSubLayer(hosts=[{"address": f"redis://:typo-s3cret@127.0.0.1:{port}/0"}])
+    with caplog.at_level(logging.WARNING, logger="chat.streaming.layers"):
+        channel = await wrong.new_channel()
+        with pytest.raises(ConnectionError):
+            await wrong.group_add("signed-in", channel)
+    await wrong.flush()
+    (said,) = [r.getMessage() for r in caplog.records if "cannot subscribe on Redis" in r.getMessage()]
+    assert f"redis://127.0.0.1:{port}" in said and "WRONGPASS" in said and "typo-s3cret" not in said
 
     # The whole layer on that Redis: a group message reaches its member.
     layer = RedisPubSubLayer(hosts=[{"address": f"redis://:s3cret@127.0.0.1:{port}/0"}])

@@ -282,6 +282,13 @@ class RedisPubSubLayer(BaseChannelLayer):
                     )
                     for queue in state.queues.values():
                         _put_dropping_oldest(queue, _LOST)
+                elif not state.down:  # the first failed attempt: say why (a wrong address or password)
+                    logger.warning(
+                        "channel layer: cannot subscribe on Redis at %s (%s: %s); retrying",
+                        self._address.where(),
+                        type(exc).__name__,
+                        exc,
+                    )
                 state.pubsub, state.subscribed = None, set()
                 self._concluded(state, up=False)
                 if pubsub is not None:

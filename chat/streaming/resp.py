@@ -78,6 +78,12 @@ class Address:
             keepalive=bool(options.get("socket_keepalive")),
         )
 
+    def where(self) -> str:
+        """The address for a log line, without its credentials."""
+        if self.path is not None:
+            return f"unix://{self.path}"
+        return f"{'rediss' if self.tls else 'redis'}://{self.host}:{self.port}"
+
     def tls_context(self) -> ssl.SSLContext | None:
         if not self.tls:
             return None
