@@ -157,6 +157,67 @@ async def test_a_redis_that_stops_answering_fails_the_command_within_its_timeout
         connection.close()
 
 
+@pytest.mark.redis
+async def test_a_quiet_connection_posts_unanswered_in_order(redis_server: RedisServer) -> None:
+    pushed: list[Any] = []
+    subscriber = await resp.connect(_address(redis_server), on_push=pushed.append)
+    publisher = await resp.connect(_address(redis_server))
+    try:
+        subscriber.send("SUBSCRIBE", "deltas")
+        while not pushed:
+            await asyncio.sleep(0.01)
+        publisher.go_quiet()
+        publisher.PROBE_EVERY = 0.0  # a probe with every post: their answers must not be taken for pushes
+        for n in range(300):
+            publisher.post("PUBLISH", "deltas", str(n))
+            if n % 50 == 0:
+                await asyncio.sleep(0)
+        while len(pushed) < 301:
+            await asyncio.sleep(0.01)
+        assert [m[2] for m in pushed[1:]] == [str(n).encode() for n in range(300)]
+        assert not publisher.lost
+        with pytest.raises(RuntimeError, match="quiet"):
+            await publisher.call("PING")
+    finally:
+        subscriber.close()
+        publisher.close()
+
+
+@pytest.mark.redis
+async def test_a_quiet_connection_notices_a_redis_that_stops_answering(redis_server: RedisServer) -> None:
+    """Nothing answers a post; the probe that goes with one does, and its silence breaks the connection
+    within `socket_timeout`, after which posts raise."""
+    publisher = await resp.connect(_address(redis_server, socket_timeout=0.3))
+    publisher.go_quiet()
+    publisher.PROBE_EVERY = 0.0
+    assert redis_server.process is not None
+    redis_server.process.send_signal(signal.SIGSTOP)
+    try:
+        publisher.post("PUBLISH", "deltas", b"into the void")
+        failure = await asyncio.wait_for(asyncio.shield(publisher.closed), 10)
+        assert "did not answer" in str(failure)
+        with pytest.raises(ConnectionError, match="did not answer"):
+            publisher.post("PUBLISH", "deltas", b"after")
+    finally:
+        redis_server.process.send_signal(signal.SIGCONT)
+        publisher.close()
+
+
+@pytest.mark.redis
+async def test_a_redis_that_refuses_the_layers_publishes_says_why(redis_server: RedisServer) -> None:
+    """An ACL that allows no channels: the layer's first PUBLISH is answered (before it goes quiet), so the
+    refusal reaches the sender with Redis's reason instead of vanishing."""
+    admin = redis.Redis(port=redis_server.port)
+    admin.execute_command("ACL", "SETUSER", "nochannels", "on", ">pw", "~*", "resetchannels", "+@all")
+    admin.close()
+    layer = RedisPubSubLayer(hosts=[{"address": f"redis://nochannels:pw@127.0.0.1:{redis_server.port}/0"}])
+    try:
+        with pytest.raises(hiredis.ReplyError, match="NOPERM"):
+            await layer.group_send("audience", {"type": "test.refused"})
+    finally:
+        await layer.flush()
+
+
 @pytest.fixture
 def redis_with_password(tmp_path: Path) -> Iterator[int]:
     binary = shutil.which("redis-server")

@@ -332,23 +332,43 @@ class RedisPubSubLayer(BaseChannelLayer):
             logger.exception("channel layer: a message pushed by Redis could not be read; dropped")
 
     async def _publish(self, key: str, data: bytes) -> None:
-        """PUBLISH `data` to `key`; returns once Redis has it, raises if it failed. The PUBLISHes of one
-        turn of the loop go out in one write (under load, the sends of many replies' deltas meet)."""
+        """PUBLISH `data` to `key` on this loop's quiet command connection (`resp.Connection.post`): written,
+        in this loop's order, with the other PUBLISHes of this turn of the loop; no answer is asked for.
+
+        Raises if Redis cannot be reached, and once after the connection broke (what was in flight may be
+        lost: the engine's `publish` then backs off) before the next call connects again. A PUBLISH made
+        in the moment between a crash and this process noticing it is lost without an error, as one in
+        flight always was: delivery is at most once, and readers sync by offset."""
         state = self._state()
         commands = state.commands
         if commands is None or commands.lost:
+            if commands is not None:
+                state.commands = None
+                raise ConnectionError(f"the Redis connection broke ({commands.failure}); sends may be lost")
             commands = await self._connect_commands(state)
-        await commands.call("PUBLISH", key, data)
+        commands.post("PUBLISH", key, data)
 
     async def _connect_commands(self, state: _LoopSubscriptions) -> resp.Connection:
         """The command connection, made once for all the PUBLISHes waiting for it (each raises if it fails;
         the engine's `publish` then backs off)."""
         if state.connecting is None or state.connecting.done():
             state.connecting = asyncio.get_running_loop().create_task(
-                resp.connect(self._address), name="redis-connect"
+                self._open_commands(), name="redis-connect"
             )
         commands = await asyncio.shield(state.connecting)
         state.commands = commands
+        return commands
+
+    async def _open_commands(self) -> resp.Connection:
+        commands = await resp.connect(self._address)
+        try:
+            # One answered PUBLISH first (to a group nobody joins), so that a Redis that refuses this
+            # layer's PUBLISHes (an ACL on channels) says so here, with its reason, before they go quiet.
+            await commands.call("PUBLISH", self._group_key("layer.probe"), b"")
+        except BaseException:
+            commands.close()
+            raise
+        commands.go_quiet()
         return commands
 
     def _deliver(self, state: _LoopSubscriptions, channel: str, message: dict[str, Any]) -> None:
