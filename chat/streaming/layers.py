@@ -138,13 +138,16 @@ class RedisPubSubLayer(BaseChannelLayer):
     The wire: `chat.streaming.resp`, hiredis on an asyncio protocol, not redis-py's client (see that
     module for the measured reason). A pushed message is parsed and handed to its receivers inside the
     protocol's `data_received`, with no task, coroutine or stream read per message; the PUBLISHes made in
-    one turn of the loop go out in one write.
+    one turn of the loop go out in one write, on a connection that asks for no answers (CLIENT REPLY OFF,
+    after one answered PUBLISH that would show an ACL refusal) and probes Redis's liveness once a second.
 
     Failure contract, as `pubsub.listen` expects it: when the pub/sub connection breaks, every receive() on
     this loop raises (a `_LOST` marker in each queue), a reader task reconnects with a bounded back-off
     and subscribes to this loop's groups again, and group_add() raises until it has: `listen` then re-joins
-    and yields RESUMED, and its caller syncs. Sends and group sends raise while Redis is down (the engine's
-    `publish`/`send` drop them), and a PUBLISH that gets no answer within the socket timeout fails.
+    and yields RESUMED, and its caller syncs. Sends and group sends raise while Redis is known to be down
+    (the engine's `publish`/`send` drop them): from the moment the command connection breaks, or its
+    liveness probe goes unanswered for the socket timeout. A send made before that is lost silently, as
+    a message in flight always was.
 
     One Redis (the first of `hosts`): no sharding, no Sentinel. `expiry` and `group_expiry` do not apply
     (nothing is stored); `capacity` bounds each channel's queue here, and a message for a full queue is
