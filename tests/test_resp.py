@@ -218,6 +218,31 @@ async def test_a_redis_that_refuses_the_layers_publishes_says_why(redis_server: 
         await layer.flush()
 
 
+@pytest.mark.redis
+async def test_a_redis_that_refuses_the_layers_subscriptions_says_why_at_once(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Channels allowed for PUBLISH to groups only: the reader's pattern subscription is refused, and the
+    log says so with Redis's reason, without waiting out the socket timeout (15 s here)."""
+    admin = redis.Redis(port=redis_server.port)
+    admin.execute_command(
+        "ACL", "SETUSER", "groupsonly", "on", ">pw", "~*", "resetchannels", "&asgi:group:*", "+@all"
+    )
+    admin.close()
+    layer = RedisPubSubLayer(
+        hosts=[{"address": f"redis://groupsonly:pw@127.0.0.1:{redis_server.port}/0", "socket_timeout": 15}]
+    )
+    started = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="chat.streaming.layers"):
+        channel = await layer.new_channel()
+        with pytest.raises(ConnectionError):
+            await layer.group_add("audience", channel)
+    await layer.flush()
+    assert time.monotonic() - started < 5
+    (said,) = [r.getMessage() for r in caplog.records if "cannot subscribe on Redis" in r.getMessage()]
+    assert "NOPERM" in said
+
+
 @pytest.fixture
 def redis_with_password(tmp_path: Path) -> Iterator[int]:
     binary = shutil.which("redis-server")
@@ -278,6 +303,40 @@ async def test_credentials_in_the_url_sign_in_and_wrong_ones_are_refused(
     try:
         await layer.group_send("signed-in", {"type": "test.hello"})
         assert (await asyncio.wait_for(layer.receive(channel), 10))["type"] == "test.hello"
+    finally:
+        await layer.flush()
+
+
+@pytest.fixture
+def redis_on_a_unix_socket(tmp_path: Path) -> Iterator[Path]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server not installed (apt-get install -y redis-server)")
+    path = tmp_path / "redis.sock"
+    with open(tmp_path / "redis-unix.log", "ab") as log:
+        process = subprocess.Popen(
+            [binary, "--port", "0", "--unixsocket", str(path), "--save", "", "--appendonly", "no"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    deadline = time.monotonic() + 10
+    while not path.exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError("redis-server on a Unix socket did not start")
+        time.sleep(0.05)
+    yield path
+    process.terminate()
+    process.wait(10)
+
+
+@pytest.mark.redis
+async def test_the_layer_works_over_a_unix_socket(redis_on_a_unix_socket: Path) -> None:
+    layer = RedisPubSubLayer(hosts=[{"address": f"unix://{redis_on_a_unix_socket}"}])
+    channel = await layer.new_channel()
+    await layer.group_add("local", channel)
+    try:
+        await layer.group_send("local", {"type": "test.unix"})
+        assert (await asyncio.wait_for(layer.receive(channel), 10))["type"] == "test.unix"
     finally:
         await layer.flush()
 

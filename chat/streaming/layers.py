@@ -256,6 +256,7 @@ class RedisPubSubLayer(BaseChannelLayer):
                 )
                 if not state.confirmed.done():
                     raise ConnectionError("Redis did not confirm the subscription")
+                state.confirmed.result()  # raises if Redis refused it
                 state.pubsub, state.subscribed = pubsub, keys
                 self._concluded(state, up=True)
                 delay = 0.05
@@ -318,6 +319,11 @@ class RedisPubSubLayer(BaseChannelLayer):
 
     def _pushed(self, state: _LoopSubscriptions, reply: Any) -> None:
         """One reply pushed on the pub/sub connection (called from its protocol's `data_received`)."""
+        if isinstance(reply, resp.ReplyError):  # a refused (P)SUBSCRIBE: an ACL on channels
+            logger.warning("channel layer: Redis refused a subscription (%s)", reply)
+            if state.confirmed is not None and not state.confirmed.done():
+                state.confirmed.set_exception(ConnectionError(f"Redis refused the subscription: {reply}"))
+            return
         try:
             kind = reply[0]
             if kind == b"message":

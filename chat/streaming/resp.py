@@ -34,6 +34,7 @@ import hiredis
 from redis.asyncio.connection import parse_url
 
 Push = Callable[[Any], None]
+ReplyError = hiredis.ReplyError  # an error reply: what `call` raises, what `on_push` gets for a refusal
 
 
 def _pack(args: tuple[str | bytes | int, ...]) -> bytes:
