@@ -5,23 +5,20 @@ private redis-server, on both event loops the app runs on (asyncio in tests, uvl
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import shutil
 import signal
-import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import hiredis
 import pytest
-import redis
 
 from chat.streaming import resp
 from chat.streaming.layers import RedisPubSubLayer
 from tests.support.cluster import RedisServer
-from tests.support.live_server import free_port
 
 # uvloop's transports are not asyncio.Transport subclasses, which once broke the connection's first callback.
 pytestmark = pytest.mark.uvloop_too
@@ -108,23 +105,35 @@ async def test_an_error_reply_fails_its_command_only(redis_server: RedisServer) 
         connection.close()
 
 
-@pytest.mark.redis
-async def test_pushed_messages_go_to_on_push(redis_server: RedisServer) -> None:
+@contextlib.asynccontextmanager
+async def _subscribed(server: RedisServer, channel: str) -> AsyncIterator[tuple[resp.Connection, list[Any]]]:
+    """A publishing connection, and what a second one subscribed to `channel` has been pushed (its
+    subscription confirmed: the first item)."""
     pushed: list[Any] = []
-    subscriber = await resp.connect(_address(redis_server), on_push=pushed.append)
-    publisher = await resp.connect(_address(redis_server))
+    subscriber = await resp.connect(_address(server), on_push=pushed.append)
+    publisher = await resp.connect(_address(server))
     try:
-        subscriber.send("SUBSCRIBE", "news")
-        while not pushed:
-            await asyncio.sleep(0.01)
-        assert pushed == [[b"subscribe", b"news", 1]]
-        assert await publisher.call("PUBLISH", "news", b"one") == 1
-        while len(pushed) < 2:
-            await asyncio.sleep(0.01)
-        assert pushed[1] == [b"message", b"news", b"one"]
+        subscriber.send("SUBSCRIBE", channel)
+        await _until(lambda: len(pushed) >= 1)
+        yield publisher, pushed
     finally:
         subscriber.close()
         publisher.close()
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    async with asyncio.timeout(10):
+        while not condition():
+            await asyncio.sleep(0.01)
+
+
+@pytest.mark.redis
+async def test_pushed_messages_go_to_on_push(redis_server: RedisServer) -> None:
+    async with _subscribed(redis_server, "news") as (publisher, pushed):
+        assert pushed == [[b"subscribe", b"news", 1]]
+        assert await publisher.call("PUBLISH", "news", b"one") == 1
+        await _until(lambda: len(pushed) >= 2)
+        assert pushed[1] == [b"message", b"news", b"one"]
 
 
 @pytest.mark.redis
@@ -159,28 +168,18 @@ async def test_a_redis_that_stops_answering_fails_the_command_within_its_timeout
 
 @pytest.mark.redis
 async def test_a_quiet_connection_posts_unanswered_in_order(redis_server: RedisServer) -> None:
-    pushed: list[Any] = []
-    subscriber = await resp.connect(_address(redis_server), on_push=pushed.append)
-    publisher = await resp.connect(_address(redis_server))
-    try:
-        subscriber.send("SUBSCRIBE", "deltas")
-        while not pushed:
-            await asyncio.sleep(0.01)
+    async with _subscribed(redis_server, "deltas") as (publisher, pushed):
         publisher.go_quiet()
         publisher.PROBE_EVERY = 0.0  # a probe with every post: their answers must not be taken for pushes
         for n in range(300):
             publisher.post("PUBLISH", "deltas", str(n))
             if n % 50 == 0:
                 await asyncio.sleep(0)
-        while len(pushed) < 301:
-            await asyncio.sleep(0.01)
+        await _until(lambda: len(pushed) >= 301)
         assert [m[2] for m in pushed[1:]] == [str(n).encode() for n in range(300)]
         assert not publisher.lost
         with pytest.raises(RuntimeError, match="quiet"):
             await publisher.call("PING")
-    finally:
-        subscriber.close()
-        publisher.close()
 
 
 @pytest.mark.redis
@@ -207,7 +206,7 @@ async def test_a_quiet_connection_notices_a_redis_that_stops_answering(redis_ser
 async def test_a_redis_that_refuses_the_layers_publishes_says_why(redis_server: RedisServer) -> None:
     """An ACL that allows no channels: the layer's first PUBLISH is answered (before it goes quiet), so the
     refusal reaches the sender with Redis's reason instead of vanishing."""
-    admin = redis.Redis(port=redis_server.port)
+    admin = redis_server.client()
     admin.execute_command("ACL", "SETUSER", "nochannels", "on", ">pw", "~*", "resetchannels", "+@all")
     admin.close()
     layer = RedisPubSubLayer(hosts=[{"address": f"redis://nochannels:pw@127.0.0.1:{redis_server.port}/0"}])
@@ -224,7 +223,7 @@ async def test_a_redis_that_refuses_the_layers_subscriptions_says_why_at_once(
 ) -> None:
     """Channels allowed for PUBLISH to groups only: the reader's pattern subscription is refused, and the
     log says so with Redis's reason, without waiting out the socket timeout (15 s here)."""
-    admin = redis.Redis(port=redis_server.port)
+    admin = redis_server.client()
     admin.execute_command(
         "ACL", "SETUSER", "groupsonly", "on", ">pw", "~*", "resetchannels", "&asgi:group:*", "+@all"
     )
@@ -245,30 +244,9 @@ async def test_a_redis_that_refuses_the_layers_subscriptions_says_why_at_once(
 
 @pytest.fixture
 def redis_with_password(tmp_path: Path) -> Iterator[int]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server not installed (apt-get install -y redis-server)")
-    port = free_port()
-    with open(tmp_path / "redis-auth.log", "ab") as log:
-        process = subprocess.Popen(
-            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--requirepass", "s3cret"],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    client = redis.Redis(port=port, password="s3cret", socket_connect_timeout=1)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("redis-server with a password did not start") from None
-            time.sleep(0.05)
-    client.close()
-    yield port
-    process.terminate()
-    process.wait(10)
+    server = RedisServer(tmp_path, password="s3cret").start()
+    yield server.port
+    server.stop()
 
 
 @pytest.mark.redis
@@ -296,12 +274,17 @@ async def test_credentials_in_the_url_sign_in_and_wrong_ones_are_refused(
     (said,) = [r.getMessage() for r in caplog.records if "cannot subscribe on Redis" in r.getMessage()]
     assert f"redis://127.0.0.1:{port}" in said and "WRONGPASS" in said and "typo-s3cret" not in said
 
-    # The whole layer on that Redis: a group message reaches its member.
-    layer = RedisPubSubLayer(hosts=[{"address": f"redis://:s3cret@127.0.0.1:{port}/0"}])
+    # The whole layer on that Redis, signed in.
+    await _a_group_message_arrives(f"redis://:s3cret@127.0.0.1:{port}/0")
+
+
+async def _a_group_message_arrives(address: str) -> None:
+    """A layer on `address`: a message sent to a group reaches a member's channel."""
+    layer = RedisPubSubLayer(hosts=[{"address": address}])
     channel = await layer.new_channel()
-    await layer.group_add("signed-in", channel)
+    await layer.group_add("members", channel)
     try:
-        await layer.group_send("signed-in", {"type": "test.hello"})
+        await layer.group_send("members", {"type": "test.hello"})
         assert (await asyncio.wait_for(layer.receive(channel), 10))["type"] == "test.hello"
     finally:
         await layer.flush()
@@ -309,36 +292,15 @@ async def test_credentials_in_the_url_sign_in_and_wrong_ones_are_refused(
 
 @pytest.fixture
 def redis_on_a_unix_socket(tmp_path: Path) -> Iterator[Path]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server not installed (apt-get install -y redis-server)")
-    path = tmp_path / "redis.sock"
-    with open(tmp_path / "redis-unix.log", "ab") as log:
-        process = subprocess.Popen(
-            [binary, "--port", "0", "--unixsocket", str(path), "--save", "", "--appendonly", "no"],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    deadline = time.monotonic() + 10
-    while not path.exists():
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError("redis-server on a Unix socket did not start")
-        time.sleep(0.05)
-    yield path
-    process.terminate()
-    process.wait(10)
+    server = RedisServer(tmp_path, unix_socket=tmp_path / "redis.sock").start()
+    assert server.unix_socket is not None
+    yield server.unix_socket
+    server.stop()
 
 
 @pytest.mark.redis
 async def test_the_layer_works_over_a_unix_socket(redis_on_a_unix_socket: Path) -> None:
-    layer = RedisPubSubLayer(hosts=[{"address": f"unix://{redis_on_a_unix_socket}"}])
-    channel = await layer.new_channel()
-    await layer.group_add("local", channel)
-    try:
-        await layer.group_send("local", {"type": "test.unix"})
-        assert (await asyncio.wait_for(layer.receive(channel), 10))["type"] == "test.unix"
-    finally:
-        await layer.flush()
+    await _a_group_message_arrives(f"unix://{redis_on_a_unix_socket}")
 
 
 @pytest.mark.redis

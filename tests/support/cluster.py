@@ -59,38 +59,55 @@ def db_row(url: str, reply_id: int) -> dict[str, Any]:
 @dataclass
 class RedisServer:
     """A private `redis-server` on a free loopback port, with nothing saved to disk: killed and started
-    again, it comes back empty, as a restarted Redis does (groups and queued messages gone)."""
+    again, it comes back empty, as a restarted Redis does (groups and queued messages gone). With
+    `password`, clients must sign in; with `unix_socket`, it listens there instead of on TCP."""
 
     log_dir: Path
     port: int = field(default_factory=free_port)
+    password: str | None = None
+    unix_socket: Path | None = None
     process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        if self.unix_socket is not None:
+            return f"unix://{self.unix_socket}"
+        credentials = f":{self.password}@" if self.password else ""
+        return f"redis://{credentials}127.0.0.1:{self.port}/0"
 
     def start(self, timeout: float = 10.0) -> RedisServer:
         binary = shutil.which("redis-server")
         if binary is None:
             pytest.skip("redis-server not installed (apt-get install -y redis-server)")
+        listen = ["--port", str(self.port), "--bind", "127.0.0.1"]
+        if self.unix_socket is not None:
+            listen = ["--port", "0", "--unixsocket", str(self.unix_socket)]
+        if self.password is not None:
+            listen += ["--requirepass", self.password]
         log = open(self.log_dir / f"redis-{self.port}.log", "ab")
         self.process = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            [binary, *listen, "--save", "", "--appendonly", "no"],
             stdout=log,
             stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + timeout
-        client = redis.Redis(port=self.port, socket_connect_timeout=1)
+        client = self.client()
         while True:
             try:
                 client.ping()
                 return self
             except redis.ConnectionError:
                 if self.process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"redis-server on port {self.port} did not start") from None
+                    raise RuntimeError(f"redis-server on {self.url} did not start") from None
                 time.sleep(0.05)
             finally:
                 client.close()
+
+    def client(self) -> redis.Redis:
+        """A redis-py client signed in to this server (to set it up or look inside)."""
+        if self.unix_socket is not None:
+            return redis.Redis(unix_socket_path=str(self.unix_socket), socket_connect_timeout=1)
+        return redis.Redis(port=self.port, password=self.password, socket_connect_timeout=1)
 
     def kill(self) -> None:
         """SIGKILL: Redis vanishes mid-command, as in a crash; its connections are reset."""
