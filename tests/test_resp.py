@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -18,7 +19,7 @@ import pytest
 
 from chat.streaming import resp
 from chat.streaming.layers import RedisPubSubLayer
-from tests.support.cluster import RedisServer
+from tests.support.cluster import RedisServer, self_signed_certificate
 
 # uvloop's transports are not asyncio.Transport subclasses, which once broke the connection's first callback.
 pytestmark = pytest.mark.uvloop_too
@@ -301,6 +302,20 @@ def redis_on_a_unix_socket(tmp_path: Path) -> Iterator[Path]:
 @pytest.mark.redis
 async def test_the_layer_works_over_a_unix_socket(redis_on_a_unix_socket: Path) -> None:
     await _a_group_message_arrives(f"unix://{redis_on_a_unix_socket}")
+
+
+@pytest.mark.redis
+async def test_the_layer_works_over_tls_and_refuses_a_server_it_cannot_verify(tmp_path: Path) -> None:
+    server = RedisServer(tmp_path, tls=self_signed_certificate(tmp_path)).start()
+    try:
+        await _a_group_message_arrives(server.url)  # rediss://…?ssl_ca_certs=<the server's own CA>
+        untrusted = resp.Address.from_host({"address": f"rediss://127.0.0.1:{server.port}/0"})
+        with pytest.raises(ssl.SSLCertVerificationError):
+            await resp.connect(untrusted)  # the system's CAs do not know it
+        unverified = f"rediss://127.0.0.1:{server.port}/0?ssl_cert_reqs=none"
+        (await resp.connect(resp.Address.from_host({"address": unverified}))).close()
+    finally:
+        server.stop()
 
 
 @pytest.mark.redis

@@ -53,6 +53,7 @@ class Address:
     password: str | None = None
     tls: bool = False
     verify_tls: bool = True
+    ca_certs: str | None = None  # a CA bundle to verify the server by, in place of the system's
     connect_timeout: float = 5.0
     answer_within: float = 15.0  # seconds a command may wait for its reply
     keepalive: bool = False
@@ -61,7 +62,9 @@ class Address:
     def from_host(cls, host: dict[str, Any]) -> Address:
         """From one entry of channels_redis's `hosts` (after `decode_hosts`): `{"address": URL, ...}` or
         `{"host": ..., "port": ..., "password": ...}`, with redis-py's `socket_timeout`,
-        `socket_connect_timeout` and `socket_keepalive`. Sentinels are not supported."""
+        `socket_connect_timeout` and `socket_keepalive`; for TLS (`rediss://`) its `ssl_cert_reqs` and
+        `ssl_ca_certs`, also as the URL's query (`?ssl_ca_certs=/path/ca.pem`). Sentinels are not
+        supported."""
         if "sentinels" in host or "master_name" in host:
             raise ValueError("the Redis pub/sub channel layer does not support Sentinel; give one address")
         options = dict(host)
@@ -79,6 +82,7 @@ class Address:
             password=options.get("password"),
             tls=tls,
             verify_tls=str(options.get("ssl_cert_reqs", "required")).lower() not in {"none", "0"},
+            ca_certs=options.get("ssl_ca_certs"),
             connect_timeout=float(options.get("socket_connect_timeout") or 5.0),
             answer_within=float(options.get("socket_timeout") or 15.0),
             keepalive=bool(options.get("socket_keepalive")),
@@ -93,7 +97,7 @@ class Address:
     def tls_context(self) -> ssl.SSLContext | None:
         if not self.tls:
             return None
-        context = ssl.create_default_context()
+        context = ssl.create_default_context(cafile=self.ca_certs)
         if not self.verify_tls:
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE

@@ -60,12 +60,14 @@ def db_row(url: str, reply_id: int) -> dict[str, Any]:
 class RedisServer:
     """A private `redis-server` on a free loopback port, with nothing saved to disk: killed and started
     again, it comes back empty, as a restarted Redis does (groups and queued messages gone). With
-    `password`, clients must sign in; with `unix_socket`, it listens there instead of on TCP."""
+    `password`, clients must sign in; with `unix_socket`, it listens there instead of on TCP; with
+    `tls` (a certificate and its key, self-signed: it is also the CA), it speaks TLS only."""
 
     log_dir: Path
     port: int = field(default_factory=free_port)
     password: str | None = None
     unix_socket: Path | None = None
+    tls: tuple[Path, Path] | None = None
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -73,6 +75,8 @@ class RedisServer:
         if self.unix_socket is not None:
             return f"unix://{self.unix_socket}"
         credentials = f":{self.password}@" if self.password else ""
+        if self.tls is not None:
+            return f"rediss://{credentials}127.0.0.1:{self.port}/0?ssl_ca_certs={self.tls[0]}"
         return f"redis://{credentials}127.0.0.1:{self.port}/0"
 
     def start(self, timeout: float = 10.0) -> RedisServer:
@@ -82,6 +86,11 @@ class RedisServer:
         listen = ["--port", str(self.port), "--bind", "127.0.0.1"]
         if self.unix_socket is not None:
             listen = ["--port", "0", "--unixsocket", str(self.unix_socket)]
+        if self.tls is not None:
+            cert, key = (str(path) for path in self.tls)
+            listen = ["--port", "0", "--tls-port", str(self.port), "--bind", "127.0.0.1"]
+            listen += ["--tls-cert-file", cert, "--tls-key-file", key, "--tls-ca-cert-file", cert]
+            listen += ["--tls-auth-clients", "no"]
         if self.password is not None:
             listen += ["--requirepass", self.password]
         log = open(self.log_dir / f"redis-{self.port}.log", "ab")
@@ -107,6 +116,14 @@ class RedisServer:
         """A redis-py client signed in to this server (to set it up or look inside)."""
         if self.unix_socket is not None:
             return redis.Redis(unix_socket_path=str(self.unix_socket), socket_connect_timeout=1)
+        if self.tls is not None:
+            return redis.Redis(
+                port=self.port,
+                password=self.password,
+                socket_connect_timeout=1,
+                ssl=True,
+                ssl_ca_certs=str(self.tls[0]),
+            )
         return redis.Redis(port=self.port, password=self.password, socket_connect_timeout=1)
 
     def kill(self) -> None:
@@ -122,3 +139,46 @@ class RedisServer:
                 self.process.wait(10)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+
+def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and localhost, valid for a day, and its key (PEM files in `directory`);
+    it is its own CA."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "chatsite test")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
