@@ -115,10 +115,9 @@ class Connection(asyncio.Protocol):
     session 16, the two processes' CPU per delta, means of four runs with answers and three without): 661
     → 613 µs at N=10, where the processes are often idle; at N=50, 384 against 380, nothing through the
     noise (a busy loop reads the answers along with other work). A Redis that stops answering must still
-    be noticed: a post made
-    PROBE_EVERY seconds after the last probe adds one (CLIENT REPLY ON, PING, CLIENT REPLY OFF), whose two
-    replies are held to `answer_within` as a call's is. A connection that breaks is noticed at once
-    (`closed`), and `post` raises from then on.
+    be noticed: a post made PROBE_EVERY seconds after the last probe adds one (CLIENT REPLY ON, PING,
+    CLIENT REPLY OFF), whose two replies are held to `answer_within` as a call's is. A connection that
+    breaks is noticed at once (`closed`), and `post` raises from then on.
 
     `closed` resolves (with the error, or None) when the connection is gone; `heard` is the loop time of the
     last bytes received."""
@@ -224,10 +223,9 @@ class Connection(asyncio.Protocol):
         now = self._loop.time()
         if now - self._probed_at >= self.PROBE_EVERY:
             self._probed_at = now
-            self._write(_pack(("CLIENT", "REPLY", "ON")))
-            self._expect(None, _pack(("PING",)))  # answers CLIENT REPLY ON's OK, then PONG
-            self._waiting.append((None, now))
-            self._write(_pack(("CLIENT", "REPLY", "OFF")))
+            self._expect(None, _pack(("CLIENT", "REPLY", "ON")))  # answered: OK
+            self._expect(None, _pack(("PING",)))  # answered: PONG
+            self._write(_pack(("CLIENT", "REPLY", "OFF")))  # not answered
 
     @property
     def failure(self) -> BaseException | None:
