@@ -32,9 +32,9 @@ from typing import Any
 from asgiref.sync import async_to_sync
 from channels.exceptions import ChannelFull
 from channels.layers import BaseChannelLayer, get_channel_layer
-from redis.exceptions import RedisError  # channels_redis's errors; harmless with the in-memory layer
+from redis.exceptions import RedisError  # redis-py's errors (a channels_redis layer, if configured)
 
-from chat.streaming import layers
+from chat.streaming import layers, resp
 
 logger = logging.getLogger(__name__)
 
@@ -387,7 +387,7 @@ async def _pause(channel: str, what: str, exc: Exception, backoff: Backoff) -> N
     # The first failure is a warning, with its traceback unless Redis or the network is to blame (then it
     # would only repeat, once per open stream); while the layer stays down, one line per retry would flood.
     first = backoff.failures == 1
-    unexpected = not isinstance(exc, RedisError | OSError)
+    unexpected = not isinstance(exc, RedisError | OSError | resp.ReplyError)
     logger.log(
         logging.WARNING if first else logging.DEBUG,
         "channel layer: %s on %s failed (%s: %s); retrying in %.1fs",
