@@ -1,6 +1,7 @@
 """The Redis wire under the pub/sub channel layer (`chat.streaming.resp`): addresses, replies in order,
-error replies, credentials, and what a stopped or killed Redis does to waiting commands. Against a real
-private redis-server, on both event loops the app runs on (asyncio in tests, uvloop in the server)."""
+error replies, pushes, quiet (unanswered) PUBLISHes and their liveness probe, credentials, ACL refusals,
+a Unix socket, TLS, and what a stopped or killed Redis does to waiting commands. Against a real private
+redis-server, on both event loops the app runs on (asyncio in tests, uvloop in the server)."""
 
 from __future__ import annotations
 
