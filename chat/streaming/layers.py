@@ -114,7 +114,6 @@ class _LoopSubscriptions:
     groups: dict[str, set[str]] = field(default_factory=dict)
     pubsub: resp.Connection | None = None  # set while subscribed
     subscribed: set[str] = field(default_factory=set)  # group keys subscribed on `pubsub`
-    confirmed: asyncio.Future[None] | None = None  # the reader's PSUBSCRIBE was confirmed by Redis
     down: bool = False  # the last attempt to connect failed (until one succeeds)
     attempt: asyncio.Future[None] | None = None  # resolved when the current attempt to connect concludes
     reader: asyncio.Task[None] | None = None
@@ -180,8 +179,6 @@ class RedisPubSubLayer(BaseChannelLayer):
         # as long as the channels are quiet; a dead one is noticed by the reader's own PING when it has
         # heard nothing for QUIET seconds, and no answer within that same timeout (TCP keepalive too).
         self._address = resp.Address.from_host(dict(decode_hosts(hosts)[0]))
-        self._answer_within = self._address.answer_within
-        self._connect_within = self._address.connect_timeout
         self._serializer = registry.get_serializer(
             serializer_format, symmetric_encryption_keys=symmetric_encryption_keys
         )
@@ -217,7 +214,7 @@ class RedisPubSubLayer(BaseChannelLayer):
             return True
         if not state.down and state.attempt is not None:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(state.attempt), self._connect_within)
+                await asyncio.wait_for(asyncio.shield(state.attempt), self._address.connect_timeout)
         return state.pubsub is not None
 
     @staticmethod
@@ -240,23 +237,25 @@ class RedisPubSubLayer(BaseChannelLayer):
         while True:
             pubsub: resp.Connection | None = None
             try:
-                state.confirmed = loop.create_future()
-                pubsub = await resp.connect(self._address, on_push=functools.partial(self._pushed, state))
+                confirmed: asyncio.Future[None] = loop.create_future()  # Redis confirmed the PSUBSCRIBE
+                pubsub = await resp.connect(
+                    self._address, on_push=functools.partial(self._pushed, state, confirmed)
+                )
                 pubsub.send("PSUBSCRIBE", pattern)
                 keys = {self._group_key(group) for group in list(state.groups)}
                 if keys:
                     pubsub.send("SUBSCRIBE", *keys)
                 # Up once Redis has confirmed the pattern: a send to one of this loop's channels made after
                 # that reaches it.
-                either: list[asyncio.Future[Any]] = [state.confirmed, pubsub.closed]
+                either: list[asyncio.Future[Any]] = [confirmed, pubsub.closed]
                 await asyncio.wait(
                     either,
-                    timeout=self._answer_within,
+                    timeout=self._address.answer_within,
                     return_when=asyncio.FIRST_COMPLETED,
                 )
-                if not state.confirmed.done():
+                if not confirmed.done():
                     raise ConnectionError("Redis did not confirm the subscription")
-                state.confirmed.result()  # raises if Redis refused it
+                confirmed.result()  # raises if Redis refused it
                 state.pubsub, state.subscribed = pubsub, keys
                 self._concluded(state, up=True)
                 delay = 0.05
@@ -311,18 +310,19 @@ class RedisPubSubLayer(BaseChannelLayer):
             if not pubsub.closed.done() and loop.time() - pubsub.heard >= self.QUIET:
                 pinged = loop.time()
                 pubsub.send("PING")
-                await asyncio.wait({pubsub.closed}, timeout=self._answer_within)
+                await asyncio.wait({pubsub.closed}, timeout=self._address.answer_within)
                 if not pubsub.closed.done() and pubsub.heard < pinged:
                     raise ConnectionError("Redis did not answer a PING on the pub/sub connection")
             if pubsub.closed.done():
                 raise ConnectionError(str(pubsub.closed.result() or "the Redis pub/sub connection closed"))
 
-    def _pushed(self, state: _LoopSubscriptions, reply: Any) -> None:
-        """One reply pushed on the pub/sub connection (called from its protocol's `data_received`)."""
+    def _pushed(self, state: _LoopSubscriptions, confirmed: asyncio.Future[None], reply: Any) -> None:
+        """One reply pushed on the pub/sub connection (called from its protocol's `data_received`);
+        `confirmed` resolves when Redis confirms the connection's pattern subscription, or refuses it."""
         if isinstance(reply, resp.ReplyError):  # a refused (P)SUBSCRIBE: an ACL on channels
             logger.warning("channel layer: Redis refused a subscription (%s)", reply)
-            if state.confirmed is not None and not state.confirmed.done():
-                state.confirmed.set_exception(ConnectionError(f"Redis refused the subscription: {reply}"))
+            if not confirmed.done():
+                confirmed.set_exception(ConnectionError(f"Redis refused the subscription: {reply}"))
             return
         try:
             kind = reply[0]
@@ -334,8 +334,8 @@ class RedisPubSubLayer(BaseChannelLayer):
                 body = self._serializer.deserialize(reply[3])
                 self._deliver(state, reply[2].decode()[self._specific_at :], body)
             elif kind == b"psubscribe":
-                if state.confirmed is not None and not state.confirmed.done():
-                    state.confirmed.set_result(None)
+                if not confirmed.done():
+                    confirmed.set_result(None)
             # subscribe / unsubscribe confirmations and PING's "pong": nothing to do
         except Exception:  # a message that cannot be read must not break the connection every stream uses
             logger.exception("channel layer: a message pushed by Redis could not be read; dropped")
