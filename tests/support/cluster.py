@@ -4,6 +4,8 @@ may kill and start again on the same port."""
 from __future__ import annotations
 
 import contextlib
+import datetime
+import ipaddress
 import shutil
 import signal
 import subprocess
@@ -17,6 +19,10 @@ from typing import Any
 import psycopg
 import pytest
 import redis
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from tests.support.live_server import free_port
 
@@ -144,14 +150,6 @@ class RedisServer:
 def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
     """A certificate for 127.0.0.1 and localhost, valid for a day, and its key (PEM files in `directory`);
     it is its own CA."""
-    import datetime
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "chatsite test")])
     now = datetime.datetime.now(datetime.UTC)
