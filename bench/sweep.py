@@ -97,6 +97,7 @@ class Options:
     smoke: bool
     profile: list[int] = field(default_factory=list)  # levels at which to record the server with py-spy
     profile_rate: int = 100  # py-spy samples per second
+    profile_gil: bool = False  # py-spy --gil: sample only while the GIL is held (Python's own CPU, no waits)
     processes: int = 1  # server processes of `scaled`
     redis: bool = False  # run `scaled`: the app on a private redis-server (channel layer, rate limits)
     admission: int | None = None  # run `bounded`: the app with CHAT_MAX_ACTIVE_REPLIES=admission
@@ -842,6 +843,7 @@ class Sweep:
                     "--format",
                     "raw",
                     "--nonblocking",
+                    *(["--gil"] if self.opts.profile_gil else []),
                     "--output",
                     str(out),
                 ],
@@ -988,6 +990,12 @@ def parse_args(argv: list[str] | None) -> Options:
     parser.add_argument(
         "--profile-rate", type=int, default=100, help="py-spy samples per second with --profile (default 100)"
     )
+    parser.add_argument(
+        "--profile-gil",
+        action="store_true",
+        help="with --profile: sample only while the server holds the GIL (py-spy --gil): the CPU that"
+        " Python spends, without threads that wait on a socket or the database",
+    )
     parser.add_argument("--smoke", action="store_true", help="N=1,2, 20 deltas at 100/s: checks the harness")
     parser.add_argument(
         "--redis",
@@ -1055,6 +1063,7 @@ def parse_args(argv: list[str] | None) -> Options:
         smoke=smoke,
         profile=[int(v) for v in args.profile.split(",")] if args.profile else [],
         profile_rate=args.profile_rate,
+        profile_gil=bool(args.profile_gil),
         processes=args.processes,
         redis=bool(args.redis),
         admission=args.admission,

@@ -2,15 +2,54 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.test import Client
 from django.urls import reverse
 
+from bench.profile_summary import LOOP_NATIVE, compare, owner_of
 from bench.sweep import Scrape, machine_cpu_times, parse_metrics, request_pool_calls, steal_pct
 from chat.middleware import LAST_SEEN_KEY
 from chatsite.sessions import SessionStore
+
+REACTOR = "AsyncioSelectorReactor.run (twisted/internet/asyncioreactor.py:271)"
+SEND = "_publish_text (chat/streaming/producer.py:400)"
+
+
+def test_a_sample_belongs_to_the_innermost_layer_that_is_not_borrowed() -> None:
+    # The loop's own C code: nothing under its run.
+    assert owner_of(["main (chatsite/serve.py:10)", REACTOR]) == LOOP_NATIVE
+    # asyncio and contextlib work for whoever called them: the SDK here.
+    sdk = ["AsyncStream.__stream__ (anthropic/_streaming.py:90)", "sleep (asyncio/tasks.py:600)"]
+    assert owner_of([REACTOR, *sdk]) == "anthropic SDK + pydantic"
+    # Our channel layers are told apart from the rest of chat/, whatever the file.
+    assert owner_of([REACTOR, SEND, "RedisPubSubLayer._publish (chat/streaming/layers.py:358)"]) == (
+        "our channel layers (layers.py, resp.py, msgpack)"
+    )
+    assert owner_of([REACTOR, SEND, "Connection.post (chat/streaming/resp.py:220)"]) == (
+        "our channel layers (layers.py, resp.py, msgpack)"
+    )
+    assert owner_of([REACTOR, SEND]) == "our code (chat/)"
+
+
+def test_compare_scales_the_second_profile_and_ranks_what_it_adds(tmp_path: Path) -> None:
+    one = tmp_path / "one.txt"
+    two = tmp_path / "two.txt"
+    post = "Connection.post (chat/streaming/resp.py:1)"
+    one.write_text(f"{REACTOR} 10\n{REACTOR};{SEND} 30\n")
+    # Half the streams: 5 + 15 samples are the same work, doubled; the layer's 5 (10 doubled) are new.
+    two.write_text(f"{REACTOR} 5\n{REACTOR};{SEND} 15\n{REACTOR};{SEND};{post} 5\n")
+    table = compare(one, two, 2.0)
+    assert "50 samples against 40 (1.25x)" in table
+    rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| owner")]
+    assert rows[0] == "| our channel layers (layers.py, resp.py, msgpack) | 0 | 10 | +10 | - | 100% |"
+    assert sorted(rows[1:]) == [
+        f"| {LOOP_NATIVE} | 10 | 10 | +0 | 1.00 | 0% |",
+        "| our code (chat/) | 30 | 30 | +0 | 1.00 | 0% |",
+    ]
 
 
 def test_steal_is_the_share_of_all_cpu_time_the_hypervisor_took() -> None:
