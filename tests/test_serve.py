@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import ctypes
+import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,3 +48,48 @@ def test_it_takes_daphnes_options() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "--proxy-headers" in done.stdout
+
+
+# Six threads allocate at once (blocks over 512 bytes: malloc's, not pymalloc's), then glibc's malloc_stats
+# prints one "Arena N:" section per arena to stderr.
+_ARENAS = """
+import ctypes, threading
+{setup}
+barrier = threading.Barrier(6)
+def work():
+    barrier.wait()
+    kept = [bytes(1000 + i) for i in range(2000)]
+    barrier.wait()
+threads = [threading.Thread(target=work) for _ in range(6)]
+for t in threads: t.start()
+for t in threads: t.join()
+ctypes.CDLL(None).malloc_stats()
+"""
+
+
+def _arenas(setup: str, **env: str) -> int:
+    done = subprocess.run(
+        [sys.executable, "-c", _ARENAS.format(setup=setup)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**{k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}, **env},
+    )
+    assert done.returncode == 0, done.stderr
+    return sum(line.startswith("Arena ") for line in done.stderr.splitlines())
+
+
+def test_the_server_keeps_malloc_to_two_arenas() -> None:
+    if not hasattr(ctypes.CDLL(None), "malloc_stats"):
+        pytest.skip("not glibc's C library")
+    # Without the cap, each of the six threads gets an arena of its own (glibc allows 8 per core).
+    assert _arenas("") >= 4
+    assert _arenas("from chatsite.serve import limit_malloc_arenas; assert limit_malloc_arenas()") == 2
+
+
+def test_an_operators_malloc_arena_max_wins() -> None:
+    if not hasattr(ctypes.CDLL(None), "malloc_stats"):
+        pytest.skip("not glibc's C library")
+    setup = "from chatsite.serve import limit_malloc_arenas; assert not limit_malloc_arenas()"
+    assert _arenas(setup, MALLOC_ARENA_MAX="3") == 3
