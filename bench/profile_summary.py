@@ -3,7 +3,6 @@
     python -m bench.profile_summary bench/results/<run>/profile-ours-100.txt [--top 25]
     python -m bench.profile_summary A.txt --against B.txt [--scale 2]
 
-
 Layers are judged by the innermost frame's file (self time) and by whether a layer appears anywhere on the
 stack (inclusive time): our code (chat/), Django, channels, daphne/twisted, uvicorn, the Anthropic SDK and its
 HTTP layer (anthropic/, httpx2, httpcore), asyncio, sqlite3/psycopg, other.
