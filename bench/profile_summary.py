@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import re
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 LAYERS: list[tuple[str, re.Pattern[str]]] = [
@@ -74,17 +75,20 @@ def owner_of(frames: list[str]) -> str:
     return "other"
 
 
-def owners(path: Path) -> tuple[int, Counter[str]]:
-    counts: Counter[str] = Counter()
-    total = 0
+def samples(path: Path) -> Iterator[tuple[list[str], int]]:
+    """Each stack of a py-spy raw profile (outermost frame first) and how many samples it got."""
     for line in path.read_text().splitlines():
         stack, _, count_text = line.rpartition(" ")
-        frames = [f for f in stack.split(";") if f]
-        if not frames or not count_text.isdigit():
-            continue
-        total += int(count_text)
-        counts[owner_of(frames)] += int(count_text)
-    return total, counts
+        if stack and count_text.isdigit():
+            yield [f for f in stack.split(";") if f], int(count_text)
+
+
+def owners(path: Path) -> tuple[int, Counter[str]]:
+    counts: Counter[str] = Counter()
+    for frames, count in samples(path):
+        if frames:
+            counts[owner_of(frames)] += count
+    return sum(counts.values()), counts
 
 
 def compare(a: Path, b: Path, scale: float) -> str:
@@ -116,12 +120,7 @@ def summarise(path: Path, top: int) -> str:
     incl_funcs: Counter[str] = Counter()
     total = 0
     idle = 0
-    for line in path.read_text().splitlines():
-        stack, _, count_text = line.rpartition(" ")
-        if not stack or not count_text.isdigit():
-            continue
-        count = int(count_text)
-        frames = [f for f in stack.split(";") if f]
+    for frames, count in samples(path):
         total += count
         if not frames:
             continue

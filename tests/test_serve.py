@@ -13,9 +13,17 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _python(code: str) -> subprocess.CompletedProcess[str]:
+def _python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run `code` in a new interpreter, with the environment minus MALLOC_ARENA_MAX, plus `env`."""
+    environ = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
     return subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60, check=False
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**environ, **env},
     )
 
 
@@ -68,28 +76,22 @@ ctypes.CDLL(None).malloc_stats()
 
 
 def _arenas(setup: str, **env: str) -> int:
-    done = subprocess.run(
-        [sys.executable, "-c", _ARENAS.format(setup=setup)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**{k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}, **env},
-    )
+    done = _python(_ARENAS.format(setup=setup), **env)
     assert done.returncode == 0, done.stderr
     return sum(line.startswith("Arena ") for line in done.stderr.splitlines())
 
 
+glibc_only = pytest.mark.skipif(not hasattr(ctypes.CDLL(None), "malloc_stats"), reason="not glibc")
+
+
+@glibc_only
 def test_the_server_keeps_malloc_to_two_arenas() -> None:
-    if not hasattr(ctypes.CDLL(None), "malloc_stats"):
-        pytest.skip("not glibc's C library")
     # Without the cap, each of the six threads gets an arena of its own (glibc allows 8 per core).
     assert _arenas("") >= 4
     assert _arenas("from chatsite.serve import limit_malloc_arenas; assert limit_malloc_arenas()") == 2
 
 
+@glibc_only
 def test_an_operators_malloc_arena_max_wins() -> None:
-    if not hasattr(ctypes.CDLL(None), "malloc_stats"):
-        pytest.skip("not glibc's C library")
     setup = "from chatsite.serve import limit_malloc_arenas; assert not limit_malloc_arenas()"
     assert _arenas(setup, MALLOC_ARENA_MAX="3") == 3
