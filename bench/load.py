@@ -3,10 +3,18 @@
 Targets:
 - ``ours`` (also for ``uvicorn``, ``scaled`` and ``bounded``): POST ``/c/start/`` as a logged-in user (htmx
   headers, CSRF), read the ``sse-connect`` URL from the fragment, GET it and read the SSE stream to
-  ``event: done``. With several base URLs (``scaled``: one per server process) the client round-robins per
-  request, with no sticky routing: stream i POSTs to process i and GETs its stream from process i+1, so every
-  stream is served across processes through the channel layer. A start answered 503 with ``Retry-After``
-  (admission control) counts as *refused*, not as an error;
+  ``event: done``. With several base URLs (``scaled``: one per server process) there is no sticky routing
+  (``--routing``): ``cross`` (the default) has stream i POST to process i and GET its stream from process
+  i+1, so every stream is served across processes through the channel layer; ``random`` sends each request
+  to a process drawn at random (seeded by the stream's index, so every run draws alike), as a balancer that
+  spreads connections does: with P processes about 1/P of the streams are read where they were started.
+  (A round-robin over the requests in the order they leave would cross every stream too: the ramped starts
+  rarely overlap, so each start and its stream take consecutive turns.) ``same`` reads every stream from
+  the process its start was posted to (stream i: process i), as sticky routing would: what splitting the
+  load costs when no delta crosses. ``split`` sends the starts to the first half of the processes and the
+  streams to the other half, as a proxy routing by path to two pools would: every delta crosses, but each
+  process does one kind of work. A start answered 503 with ``Retry-After`` (admission control) counts as
+  *refused*, not as an error;
 - ``relay``: GET ``/stream?key=...`` on the raw ASGI relay;
 - ``sdk``: ``AsyncAnthropic().messages.stream`` straight against the upstream (no web tier: the floor).
 
@@ -24,6 +32,7 @@ import hashlib
 import html
 import json
 import os
+import random
 import re
 import time
 from dataclasses import asdict, dataclass, field
@@ -62,12 +71,13 @@ class StreamResult:
     answered_ms: float | None = None
     stream_open_ms: float | None = None
     latencies_ms: list[float] = field(default_factory=list)
+    same_process: bool | None = None  # the stream was read from the process its start was posted to
 
 
 @dataclass(frozen=True)
 class Config:
     target: str
-    base_urls: list[str]  # one per server process; requests round-robin over them
+    base_urls: list[str]  # one per server process (see `process_for`)
     n: int
     deltas: int
     rate: float
@@ -76,6 +86,24 @@ class Config:
     grace: float
     run_id: str
     sessions: list[str]
+    routing: str = "cross"  # see the module docstring: "cross", "random", "same" or "split"
+
+
+ROUTINGS = ("cross", "random", "same", "split")
+
+
+def process_for(cfg: Config, slot: int, hop: int) -> int:
+    """The server process (index into `cfg.base_urls`) that request `hop` (0: the start, 1: the stream) of
+    stream `slot` goes to."""
+    if cfg.routing == "random":
+        return random.Random(f"{slot}-{hop}").randrange(len(cfg.base_urls))
+    if cfg.routing == "split":  # starts: processes [0, h); streams: [h, P); one pool when P = 1
+        half = max(1, len(cfg.base_urls) // 2)
+        pool = range(half) if hop == 0 else range(half, len(cfg.base_urls)) or range(half)
+        return pool[slot % len(pool)]
+    if cfg.routing == "same":
+        return slot % len(cfg.base_urls)
+    return (slot + hop) % len(cfg.base_urls)
 
 
 def parse_sse(chunks: list[tuple[float, bytes]]) -> tuple[list[tuple[float, str]], bool]:
@@ -142,21 +170,19 @@ async def one_http(cfg: Config, session: aiohttp.ClientSession, index: int) -> S
     text = make_key_text(key, expected, cfg.rate, cfg.ttft)
     result = StreamResult(key=key)
     await asyncio.sleep(cfg.ramp * max(0, index) / max(1, cfg.n))
-    # Round-robin per request (no sticky routing): the POST on process i, the stream from process i+1.
-    slot = max(0, index)
-    post_base = cfg.base_urls[slot % len(cfg.base_urls)]
-    stream_base = cfg.base_urls[(slot + 1) % len(cfg.base_urls)]
+    slot = max(0, index)  # no sticky routing: see `process_for`
     t0 = time.time()
     try:
         async with asyncio.timeout(cfg.ttft + cfg.deltas / cfg.rate + cfg.grace):
             if cfg.target == "relay":
-                url = f"{stream_base}/stream?key={quote(text)}"
+                url = f"{cfg.base_urls[process_for(cfg, slot, 1)]}/stream?key={quote(text)}"
                 headers: dict[str, str] = {}
             else:
                 sessionid = cfg.sessions[index % len(cfg.sessions)]
                 headers = {"Cookie": f"sessionid={sessionid}; csrftoken={CSRF}"}
+                posted_to = process_for(cfg, slot, 0)
                 async with session.post(
-                    f"{post_base}/c/start/",
+                    f"{cfg.base_urls[posted_to]}/c/start/",
                     data={"text": text},
                     headers={**headers, "HX-Request": "true", "X-CSRFToken": CSRF},
                 ) as resp:
@@ -175,7 +201,9 @@ async def one_http(cfg: Config, session: aiohttp.ClientSession, index: int) -> S
                 path = html.unescape(found[1])
                 reply = REPLY_ID_RE.search(path)
                 result.reply_id = int(reply[1]) if reply else None
-                url = f"{stream_base}{path}"
+                read_from = process_for(cfg, slot, 1)
+                result.same_process = read_from == posted_to
+                url = f"{cfg.base_urls[read_from]}{path}"
             async with session.get(url, headers=headers) as resp:
                 result.stream_open_ms = (time.time() - t0) * 1000
                 if resp.status != 200:
@@ -279,6 +307,8 @@ async def run_load(cfg: Config) -> dict[str, Any]:
         "ok": sum(r.ok for r in results),
         "errors": sum(not r.ok and not r.refused for r in results),
         "refused": sum(r.refused for r in results),
+        # Streams read where they were started (several processes only): the rest crossed the channel layer.
+        "same_process": sum(bool(r.same_process) for r in results if r.ok),
         "delta_events": sum(r.events for r in results),
         "delta_chars": sum(r.chars for r in results),
         # The warm-up stream ran on the server too (before the level's streams): /metrics counts it.
@@ -311,6 +341,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-id", required=True)
     parser.add_argument("--sessions", help="JSON file: a list of session keys (target ours)")
     parser.add_argument("--out", required=True)
+    parser.add_argument(
+        "--routing", choices=ROUTINGS, default="cross", help="with several base URLs: see the docstring"
+    )
     args = parser.parse_args(argv)
     raise_nofile_limit()
     sessions = json.loads(Path(args.sessions).read_text()) if args.sessions else []
@@ -327,6 +360,7 @@ def main(argv: list[str] | None = None) -> int:
         args.grace,
         args.run_id,
         sessions,
+        args.routing,
     )
     summary = asyncio.run(run_load(cfg))
     write_atomic(Path(args.out), json.dumps(summary))

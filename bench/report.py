@@ -189,13 +189,34 @@ def scale_out(data: dict[str, Any]) -> list[str]:
     if not rows:
         return []
     procs = data["meta"].get("processes", rows[0].get("processes", 1))
+    if data["meta"].get("routing", "cross") == "random":
+        routing = (
+            "No sticky routing: each request goes to a process drawn at random, so a stream is read where "
+            "it was started only when the draws fall so (how many: "
+            + ", ".join(f"{row.get('same_process', 0)} of {row['n']} at N={row['n']}" for row in rows)
+            + "); the others cross processes through the channel layer."
+        )
+    elif data["meta"].get("routing") == "split":
+        routing = (
+            "Two pools, for comparison (`--routing split`): the starts go to the first half of the "
+            "processes and the event streams to the other half, as a proxy routing by path would, so every "
+            "delta crosses through the channel layer and each process does one kind of work."
+        )
+    elif data["meta"].get("routing") == "same":
+        routing = (
+            "Sticky, for comparison (`--routing same`): stream i is POSTed to process i and read there, so "
+            "no delta crosses processes."
+        )
+    else:
+        routing = (
+            "No sticky routing: stream i is POSTed to process i and read from process i+1, so every stream "
+            "crosses processes through the channel layer."
+        )
     lines = [
         "",
         f"## Scale-out: {procs} processes on Redis (`scaled`) against one in-memory process (`ours`)",
         "",
-        "No sticky routing: stream i is POSTed to process i and read from process i+1, so every stream "
-        "crosses processes through the channel layer. CPU: the server processes summed, plus the private "
-        "redis-server's.",
+        routing + " CPU: the server processes summed, plus the private redis-server's.",
         "",
         "| N | added p50 / p99 ms ours · scaled | TTFT added p50 / p99 ms ours · scaled | CPU µs/delta ours "
         "| CPU µs/delta scaled: processes + redis = total | ÷ ours | RSS/stream KB ours · scaled "

@@ -99,6 +99,7 @@ class Options:
     profile_rate: int = 100  # py-spy samples per second
     profile_gil: bool = False  # py-spy --gil: sample only while the GIL is held (Python's own CPU, no waits)
     processes: int = 1  # server processes of `scaled`
+    routing: str = "cross"  # how the load client spreads `scaled`'s requests (bench.load.process_for)
     redis: bool = False  # run `scaled`: the app on a private redis-server (channel layer, rate limits)
     admission: int | None = None  # run `bounded`: the app with CHAT_MAX_ACTIVE_REPLIES=admission
     extend: bool = False  # default levels: go on doubling past the last while the relay holds
@@ -133,6 +134,7 @@ class Row:
     timeouts: int = 0
     refused: int = 0  # starts answered 503 + Retry-After (admission control): not errors
     processes: int = 1
+    same_process: int = 0  # streams read from the process their start was posted to (`scaled`)
     error_kinds: list[str] = field(default_factory=list)
     lat_p50: float | None = None
     lat_p95: float | None = None
@@ -684,6 +686,8 @@ class Sweep:
             f"{self.run_id}-{tag}",
             "--out",
             str(out),
+            "--routing",
+            self.opts.routing,
         ]
         if target in APP_TARGETS:
             cmd += ["--sessions", str(self.sessions_file)]
@@ -768,6 +772,7 @@ class Sweep:
         row.deltas_expected, row.deltas_received = summary["deltas_expected"], summary["deltas_received"]
         row.timeouts = summary["timeouts"]
         row.refused = summary["refused"]
+        row.same_process = summary.get("same_process", 0)
         kinds = set(summary["error_kinds"])
         sent: dict[str, dict[str, Any]] = _http(self.upstream_url + "/_bench/sent")
         stats = _http(self.upstream_url + "/_bench/stats")
@@ -1006,7 +1011,17 @@ def parse_args(argv: list[str] | None) -> Options:
         "--processes",
         type=int,
         default=1,
-        help="server processes of `scaled` (needs --redis); the client round-robins per request",
+        help="server processes of `scaled` (needs --redis); no sticky routing (see --routing)",
+    )
+    parser.add_argument(
+        "--routing",
+        choices=["cross", "random", "same", "split"],
+        default="cross",
+        help="how `scaled`'s requests are spread: cross (each stream read from another process than its "
+        "start's: every delta crosses Redis; the default), random (each request to a process drawn at "
+        "random, seeded: about 1/P of the streams are read where they started), same (each stream read "
+        "where it started, as sticky routing would: no delta crosses) or split (starts to one half of the "
+        "processes, streams to the other, as a proxy routing by path to two pools)",
     )
     parser.add_argument(
         "--admission",
@@ -1065,6 +1080,7 @@ def parse_args(argv: list[str] | None) -> Options:
         profile_rate=args.profile_rate,
         profile_gil=bool(args.profile_gil),
         processes=args.processes,
+        routing=args.routing,
         redis=bool(args.redis),
         admission=args.admission,
         extend=not args.levels and not smoke,
@@ -1123,6 +1139,7 @@ def _write(opts: Options, started: dt.datetime, rows: list[Row], *, final: bool)
         "levels": sorted({r.n for r in rows} | set(opts.levels)),
         "targets": opts.targets,
         "processes": opts.processes,
+        "routing": opts.routing,
         "redis": opts.redis,
         "admission": opts.admission,
         "extend": opts.extend,

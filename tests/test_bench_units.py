@@ -10,6 +10,7 @@ from django.contrib.auth.models import User
 from django.test import Client
 from django.urls import reverse
 
+from bench.load import ROUTINGS, Config, process_for
 from bench.profile_summary import LOOP_NATIVE, compare, owner_of
 from bench.sweep import Scrape, machine_cpu_times, parse_metrics, request_pool_calls, steal_pct
 from chat.middleware import LAST_SEEN_KEY
@@ -50,6 +51,28 @@ def test_compare_scales_the_second_profile_and_ranks_what_it_adds(tmp_path: Path
         f"| {LOOP_NATIVE} | 10 | 10 | +0 | 1.00 | 0% |",
         "| our code (chat/) | 30 | 30 | +0 | 1.00 | 0% |",
     ]
+
+
+def _routes(routing: str, processes: int, streams: int) -> list[tuple[int, int]]:
+    cfg = Config(
+        "ours", [f"http://p{i}" for i in range(processes)], streams, 1, 1.0, 0.0, 0.0, 1.0, "r", [], routing
+    )
+    return [(process_for(cfg, slot, 0), process_for(cfg, slot, 1)) for slot in range(streams)]
+
+
+def test_the_load_clients_routings_put_starts_and_streams_where_their_names_say() -> None:
+    """(start's process, stream's process) per stream, for `scaled`'s `--routing` choices."""
+    assert _routes("cross", 2, 4) == [(0, 1), (1, 0), (0, 1), (1, 0)]  # every stream crosses
+    assert _routes("same", 3, 4) == [(0, 0), (1, 1), (2, 2), (0, 0)]  # none does
+    assert _routes("split", 2, 3) == [(0, 1)] * 3  # two pools: starts on one, streams on the other
+    assert _routes("split", 4, 2) == [(0, 2), (1, 3)]
+    random_routes = _routes("random", 2, 200)
+    assert random_routes == _routes("random", 2, 200)  # seeded: every run draws alike
+    assert (
+        70 <= sum(start == stream for start, stream in random_routes) <= 130
+    )  # about 1/P read where started
+    for routing in ROUTINGS:  # one process: nowhere else to go
+        assert set(_routes(routing, 1, 5)) == {(0, 0)}
 
 
 def test_steal_is_the_share_of_all_cpu_time_the_hypervisor_took() -> None:

@@ -1,5 +1,6 @@
 """Two daphne processes on the real PostgreSQL and a private Redis: the control path between them survives
-a quiet spell longer than Redis's blocking pop, and a Redis restart in the middle of a reply.
+a quiet spell longer than Redis's blocking pop, and a Redis restart in the middle of a reply; a reply read
+only beside its producer sends nothing through Redis per delta, until a tab elsewhere opens.
 
 The processes save on a 10-minute throttle (CHAT_SAVE_INTERVAL, with a lease to match), so the channel layer
 is the only fast path between them: the database fallbacks (the stop flag, saved partial text) cannot hide
@@ -19,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.cluster import RedisServer, db_row, fresh_database, services_or_skip
+from tests.support.cluster import RedisMonitor, RedisServer, db_row, fresh_database, services_or_skip
 from tests.support.fake_anthropic import End, FakeAnthropic, Text, Wait
 from tests.support.live_client import LiveClient, ids, sse_path
 from tests.support.live_server import DaphneProcess, manage
@@ -339,3 +340,141 @@ async def test_two_tabs_one_beside_the_producer_both_live_then_stop_after_a_quie
     finally:
         for gate in gates:
             gate.set()
+
+
+async def test_a_reply_read_beside_its_producer_goes_through_redis_only_once_a_tab_elsewhere_opens(
+    servers: list[DaphneProcess],
+    upstream: FakeAnthropic,
+    database: str,
+    private_redis: RedisServer,
+    user: LiveClient,
+) -> None:
+    """While its only tab reads in the producer's process, a reply's deltas reach it there: Redis runs no
+    PUBLISH to the reply's audience. A tab on the other process opens mid-reply: it gets the text so far
+    and then each chunk live, and so does the first tab, now through Redis; neither misses or repeats a
+    character, and both equal the saved reply."""
+    a, b = servers
+    upstream.reset()
+    chunks = ["Read here. ", "Still only here. ", "Now also there. ", "The end."]
+    gates = [threading.Event() for _ in chunks]
+    steps: list[Any] = []
+    for chunk, gate in zip(chunks, gates, strict=True):
+        steps += [Text(chunk), Wait(gate, timeout=120)]
+    upstream.enqueue(*steps, End())
+    try:
+        await user.login(a.url, "quiet", "quiet-pass-1")
+        with RedisMonitor(private_redis) as monitor:
+            status, fragment = await user.post(a.url + "/c/start/", {"text": "Here first"})
+            assert status == 200, fragment
+            path = sse_path(fragment)
+            _, reply_id = ids(path)
+            audience = f"asgi:group:reply.{reply_id}"
+            tabs = {"beside the producer": a.url, "on the other process": b.url}
+            received = dict.fromkeys(tabs, "")
+            have = {tab: [asyncio.Event() for _ in chunks] for tab in tabs}
+
+            async def follow(tab: str) -> str:
+                async for event in user.events(tabs[tab] + path):
+                    if event.event == "delta":
+                        received[tab] += html.unescape(event.data)
+                        for k in range(len(chunks)):
+                            if received[tab] == "".join(chunks[: k + 1]):
+                                assert sent(upstream) == received[tab]  # chunk k+1 is held upstream
+                                have[tab][k].set()
+                    elif event.event == "done":
+                        return event.data
+                raise AssertionError("stream ended without done")
+
+            here, there = tabs
+            followers = [asyncio.create_task(follow(here))]
+            await asyncio.wait_for(have[here][0].wait(), BOUND)
+            gates[0].set()
+            await asyncio.wait_for(have[here][1].wait(), BOUND)
+            assert monitor.published(audience) == 0  # two chunks live, none through Redis
+
+            followers.append(asyncio.create_task(follow(there)))
+            await asyncio.wait_for(have[there][1].wait(), BOUND)  # the text so far, from A's memory
+            for k in (1, 2):
+                gates[k].set()
+                for tab in tabs:
+                    await asyncio.wait_for(have[tab][k + 1].wait(), BOUND)
+            gates[3].set()
+            finals = await asyncio.wait_for(asyncio.gather(*followers), BOUND)
+            through_redis = monitor.published(audience)
+        row = db_row(database, reply_id)
+        assert row["status"] == "complete", row
+        assert list(received.values()) == [row["content"]] * 2 and row["content"] == "".join(chunks)
+        assert finals[0] == finals[1]
+        assert through_redis >= 2  # chunks 2 and 3 (and `end`), once the tab on B had asked for its sync
+        print(f"audience PUBLISHes: 0 while read beside the producer, {through_redis} once also elsewhere")
+    finally:
+        for gate in gates:
+            gate.set()
+
+
+async def test_a_reply_read_beside_its_producer_streams_to_the_end_while_redis_is_down(
+    servers: list[DaphneProcess],
+    upstream: FakeAnthropic,
+    database: str,
+    private_redis: RedisServer,
+    user: LiveClient,
+) -> None:
+    """Redis dies after the first chunk of a reply whose tab reads beside the producer: the rest still
+    arrives live (chunk k while chunk k+1 is held upstream) and ends with `done`, Redis still down; the
+    text equals the saved reply. Once Redis is back, a reply posted on one process streams from the other."""
+    a, b = servers
+    upstream.reset()
+    chunks = ["Before. ", "Redis is down. ", "Still down."]
+    gates = [threading.Event() for _ in chunks]
+    steps: list[Any] = []
+    for chunk, gate in zip(chunks, gates, strict=True):
+        steps += [Text(chunk), Wait(gate, timeout=120)]
+    upstream.enqueue(*steps, End())
+    try:
+        await user.login(a.url, "quiet", "quiet-pass-1")
+        status, fragment = await user.post(a.url + "/c/start/", {"text": "Without Redis"})
+        assert status == 200, fragment
+        path = sse_path(fragment)
+        conversation_id, reply_id = ids(path)
+        received = ""
+        final = ""
+        async with asyncio.timeout(2 * BOUND):
+            async for event in user.events(a.url + path):
+                if event.event == "delta":
+                    received += html.unescape(event.data)
+                    for k in range(len(chunks)):
+                        if received == "".join(chunks[: k + 1]):
+                            assert sent(upstream) == received  # live: the next chunk is held upstream
+                            if k == 0:
+                                private_redis.kill()
+                            gates[k].set()
+                elif event.event == "done":
+                    final = event.data
+                    break
+        assert private_redis.process is not None and private_redis.process.poll() is not None  # still down
+        row = db_row(database, reply_id)
+        assert row["status"] == "complete", row
+        assert received == row["content"] == "".join(chunks) and "Still down." in final
+    finally:
+        for gate in gates:
+            gate.set()
+        if private_redis.process is None or private_redis.process.poll() is not None:
+            private_redis.start()
+
+    # Redis is back: the processes reach each other again (their layers reconnect on their own).
+    gate = threading.Event()
+    upstream.enqueue(Text("Across "), Wait(gate, timeout=60), Text("again."), End())
+    status, fragment = await user.post(f"{b.url}/c/{conversation_id}/send/", {"text": "And now?"})
+    assert status == 200, fragment
+    new_path = sse_path(fragment)
+    fresh = ""
+    async with asyncio.timeout(2 * BOUND):
+        async for event in user.events(a.url + new_path):
+            if event.event == "delta":
+                fresh += html.unescape(event.data)
+                if fresh == "Across ":
+                    gate.set()
+            elif event.event == "done":
+                break
+    new_row = db_row(database, ids(new_path)[1])
+    assert new_row["status"] == "complete" and fresh == new_row["content"] == "Across again."

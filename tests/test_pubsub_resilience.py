@@ -12,9 +12,10 @@ from typing import Any
 
 import pytest
 
-from chat.streaming import pubsub
-from tests.support.cluster import RedisServer
+from chat.streaming import layers, pubsub
+from tests.support.cluster import RedisMonitor, RedisServer
 from tests.support.live_server import manage
+from tests.support.waiting import until
 
 # The server runs on uvloop (chatsite/serve.py): the layer's Redis connections must work on both loops.
 pytestmark = pytest.mark.uvloop_too
@@ -178,6 +179,41 @@ async def test_group_sends_reach_every_member_once_and_a_left_group_sends_nothin
         assert first not in layer._state().queues
     finally:
         await layer.flush()
+
+
+@pytest.mark.redis
+async def test_a_send_here_reaches_this_loops_receivers_at_once_and_nothing_goes_through_redis(
+    restartable_redis: RedisServer,
+) -> None:
+    """`publish_here`/`send_here` (a producer whose streams all read in its own process): this loop's
+    members get the sender's dict at once; Redis runs no PUBLISH, and a member elsewhere (a second layer
+    with its own subscriptions, as another process has) gets nothing. The layer's group send still reaches
+    both."""
+    here = pubsub.layer()
+    elsewhere = layers.RedisPubSubLayer(hosts=[{"address": restartable_redis.url}])
+    mine, theirs = await here.new_channel(), await elsewhere.new_channel()
+    got_mine: list[dict[str, Any]] = []
+    got_theirs: list[dict[str, Any]] = []
+    assert pubsub.attach(mine, got_mine.append)
+    elsewhere.attach(theirs, got_theirs.append)
+    await here.group_add("audience", mine)
+    await elsewhere.group_add("audience", theirs)
+    try:
+        assert pubsub.delivers_here() and pubsub.is_here(mine) and not pubsub.is_here(theirs)
+        with RedisMonitor(restartable_redis) as monitor:
+            message = {"type": "test.here"}
+            pubsub.publish_here("audience", message)
+            assert got_mine == [message] and got_mine[0] is message  # delivered in the call: no copy
+            pubsub.send_here(mine, {"type": "test.direct"})
+            assert [m["type"] for m in got_mine] == ["test.here", "test.direct"]
+            assert monitor.published("asgi:group:audience") == 0
+            await here.group_send("audience", {"type": "test.everyone"})
+            await until(lambda: len(got_theirs) == 1 and len(got_mine) == 3, "the layer's group send")
+            assert monitor.published("asgi:group:audience") == 1
+        assert [m["type"] for m in got_theirs] == ["test.everyone"]  # never the two sent here
+    finally:
+        await here.flush()
+        await elsewhere.flush()
 
 
 @pytest.mark.redis

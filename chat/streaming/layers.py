@@ -14,7 +14,9 @@ these). Sinks get the sender's dict itself, not a copy: they must not mutate it.
 
 `RedisPubSubLayer` carries the same messages between processes by Redis pub/sub (see its docstring), and
 takes sinks too: a message that Redis pushes to this process goes to each receiving stream's inbox on the
-layer's one reader task."""
+layer's one reader task. Both layers also deliver to this event loop's receivers alone, at once
+(`send_here`, `group_send_here`, `is_here`): for a sender that knows every receiver it needs is here (a
+producer whose streams all read in its process), which in Redis mode spares each message the round trip."""
 
 from __future__ import annotations
 
@@ -71,6 +73,19 @@ class LocalChannelLayer(InMemoryChannelLayer):
 
     async def send(self, channel: str, message: dict[str, Any]) -> None:
         assert isinstance(message, dict), "message is not a dict"
+        self.send_here(channel, message)
+
+    async def group_send(self, group: str, message: dict[str, Any]) -> None:
+        assert isinstance(message, dict), "message is not a dict"
+        self.group_send_here(group, message)
+
+    # Every channel of this layer is here: the twins of send and group_send that `RedisPubSubLayer` has
+    # for its own loop's receivers (see there) are these two themselves.
+
+    def is_here(self, channel: str) -> bool:
+        return True
+
+    def send_here(self, channel: str, message: dict[str, Any]) -> None:
         sink = self._sinks.get(channel)
         if sink is not None:
             sink(message)
@@ -84,12 +99,11 @@ class LocalChannelLayer(InMemoryChannelLayer):
         except asyncio.QueueFull as exc:
             raise ChannelFull(channel) from exc
 
-    async def group_send(self, group: str, message: dict[str, Any]) -> None:
-        assert isinstance(message, dict), "message is not a dict"
+    def group_send_here(self, group: str, message: dict[str, Any]) -> None:
         self._clean_expired()
         for channel in list(self.groups.get(group, ())):
             try:
-                await self.send(channel, message)
+                self.send_here(channel, message)
             except ChannelFull:  # as channels does: a full subscriber misses it and resyncs by offset
                 pass
 
@@ -474,6 +488,26 @@ class RedisPubSubLayer(BaseChannelLayer):
         assert isinstance(message, dict), "message is not a dict"
         self.require_valid_group_name(group)
         await self._publish(self._group_key(group), self._serializer.serialize(message))
+
+    # --- this loop's receivers, without Redis ----------------------------------------------------------
+    # For a sender that knows every receiver it needs is on this loop (the producer of a reply whose
+    # streams are all read in this process): the message reaches them at once, as on the in-process layer
+    # (the sender's dict itself, not a copy), and never touches Redis. Not a substitute for group_send when
+    # a receiver may be elsewhere: other processes get nothing.
+
+    def is_here(self, channel: str) -> bool:
+        """Whether `channel` (from `new_channel`) is one of this event loop's."""
+        return channel.rpartition("!")[0].endswith(self._state().name_prefix)
+
+    def send_here(self, channel: str, message: dict[str, Any]) -> None:
+        """`send` to a channel of this loop (see `is_here`), delivered now."""
+        self._deliver(self._state(), channel, message)
+
+    def group_send_here(self, group: str, message: dict[str, Any]) -> None:
+        """`group_send` to this loop's members of `group` only, delivered now."""
+        state = self._state()
+        for channel in list(state.groups.get(group, ())):
+            self._deliver(state, channel, message)
 
     async def flush(self) -> None:
         """Stop this process's readers and close its connections (tests)."""

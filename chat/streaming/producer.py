@@ -86,6 +86,9 @@ class ReplyState:
     block_start: int = 0
     rendered: list[tuple[int, int, str]] = field(default_factory=list)
     markdown: bool = True
+    # Whether every stream of this reply reads on this event loop, so far as the syncs tell (see
+    # `_broadcast`). Set by `_produce` from what the layer can do; once False, False for good.
+    audience_here: bool = False
 
     def blocks_upto(self, cuts: list[int]) -> list[tuple[int, int, str]]:
         """Render the blocks that end at `cuts` (ascending, after the open block's start)."""
@@ -257,6 +260,7 @@ async def _produce(reply_id: int, requesting: asyncio.Future[None] | None, prepa
         prefill_thinking=loaded.prefill_thinking,
         block_start=loaded.round_start,
         markdown=settings.CHAT_STREAM_MARKDOWN,
+        audience_here=pubsub.delivers_here(),
     )
     if state.markdown:  # Continue: the text so far is scanned (and its blocks rendered) once, here
         state.splitter = BlockSplitter(base=loaded.round_start)
@@ -445,7 +449,7 @@ async def _publish_text(state: ReplyState, text: str) -> None:
     # paragraph, that was a second copy of the reply for as long as it streamed.
     blocks = state.blocks_upto(state.splitter.scan(state.text)) if state.splitter is not None else None
     # Never raises: with the layer down the text is still kept here and saved; subscribers sync it later.
-    await pubsub.publish(pubsub.audience_group(state.reply_id), pubsub.chunk(start, text, blocks=blocks))
+    await _broadcast(state, pubsub.chunk(start, text, blocks=blocks))
 
 
 async def _publish_thinking(state: ReplyState, text: str) -> None:
@@ -454,7 +458,7 @@ async def _publish_thinking(state: ReplyState, text: str) -> None:
         return
     start = len(state.thinking)
     state.thinking += text
-    await pubsub.publish(pubsub.audience_group(state.reply_id), pubsub.thinking(start, text))
+    await _broadcast(state, pubsub.thinking(start, text))
 
 
 async def _publish_tool(
@@ -478,11 +482,36 @@ async def _publish_tool(
         # The round's text ends where its first tool box appears: its open block is finished.
         blocks = state.close_round_blocks()
         if blocks:
-            group = pubsub.audience_group(state.reply_id)
-            await pubsub.publish(group, pubsub.chunk(len(state.text), "", blocks=blocks))
+            await _broadcast(state, pubsub.chunk(len(state.text), "", blocks=blocks))
     offset = state.tool_boxes.get(tool_id, (len(state.text), ""))[0]
     state.tool_boxes[tool_id] = (offset, html)
-    await pubsub.publish(pubsub.audience_group(state.reply_id), pubsub.tool(offset, html))
+    await _broadcast(state, pubsub.tool(offset, html))
+
+
+async def _broadcast(state: ReplyState, message: dict[str, Any]) -> None:
+    """Send `message` to the reply's audience (its open streams, wherever they are read).
+
+    While every stream that has asked for a sync reads on this event loop (`state.audience_here`), the
+    message is handed to them here, as the in-process layer does: in Redis mode a delta then costs no
+    PUBLISH, no push from Redis and no wake-up of a second process. Every stream asks for a sync when it
+    opens (after joining the audience), so the first sync from a channel elsewhere switches the reply to
+    the layer for good, before that sync is answered (`_control_loop`): from then on the audience messages
+    and the sync answers all go through the layer, in the layer's one order, and that reader's answer
+    comes before the deltas after it. What a reader elsewhere missed before its sync arrived, the answer
+    brings (text from its offset). Streams here switch with the reply without a gap: what was handed to
+    them here came first. `end` goes through the layer in any case (`pubsub.publish_end`)."""
+    if state.audience_here:
+        pubsub.publish_here(pubsub.audience_group(state.reply_id), message)
+    else:
+        await pubsub.publish(pubsub.audience_group(state.reply_id), message)
+
+
+async def _answer(state: ReplyState, channel: str, message: dict[str, Any]) -> None:
+    """A sync answer, by the same path as the audience messages (see `_broadcast`)."""
+    if state.audience_here:
+        pubsub.send_here(channel, message)
+    else:
+        await pubsub.send(channel, message)
 
 
 async def _run_tools(state: ReplyState, finished: Finished) -> None:
@@ -553,15 +582,18 @@ async def _control_loop(
     meanwhile still arrives through the database flag)."""
     async for message in pubsub.listen(channel, [pubsub.control_group(state.reply_id)], joined=joined):
         if message["type"] == pubsub.SYNC:
+            reply_to = message["reply_to"]
+            if state.audience_here and not pubsub.is_here(reply_to):
+                state.audience_here = False  # a stream read elsewhere: through the layer from now on
             offset = max(0, min(int(message["offset"]), len(state.text)))
             boxes = sorted((at, html) for at, html in state.tool_boxes.values() if at >= offset)
             # Thinking first: on the page it sits above the answer, and it began before it.
             if "thinking_offset" in message:
                 at = max(0, min(int(message["thinking_offset"]), len(state.thinking)))
-                await pubsub.send(message["reply_to"], pubsub.thinking(at, state.thinking[at:]))
+                await _answer(state, reply_to, pubsub.thinking(at, state.thinking[at:]))
             done = int(message.get("done", 0))  # the page has the rendered blocks up to here
             blocks = [block for block in state.rendered if block[1] > done]
-            await pubsub.send(message["reply_to"], pubsub.chunk(offset, state.text[offset:], boxes, blocks))
+            await _answer(state, reply_to, pubsub.chunk(offset, state.text[offset:], boxes, blocks))
         elif message["type"] == pubsub.STOP and not generation.done():
             state.stop_reason = state.stop_reason or "stopped"
             generation.cancel()
@@ -598,7 +630,7 @@ async def _close(state: ReplyState, outcome: Outcome, control_channel: str) -> N
     finally:
         # Persist, then publish: a subscriber that sees `end` finds the final text in the database.
         await pubsub.leave(control_channel, [pubsub.control_group(state.reply_id)])
-        await pubsub.publish_end(state.reply_id, _end_message(final))
+        await pubsub.publish_end(state.reply_id, _end_message(final), here=state.audience_here)
 
 
 def _end_message(final: FinalRender | None) -> dict[str, Any] | None:

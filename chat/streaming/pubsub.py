@@ -127,9 +127,17 @@ def end(*, finished_at: str, length: int, thinking_length: int, html: str) -> di
     }
 
 
-async def publish_end(reply_id: int, message: dict[str, Any] | None = None) -> bool:
-    """The reply has ended: `message` (see `end`) or a bare `end`."""
-    return await publish(audience_group(reply_id), message or {"type": END})
+async def publish_end(reply_id: int, message: dict[str, Any] | None = None, *, here: bool = False) -> bool:
+    """The reply has ended: `message` (see `end`) or a bare `end`. `here`: the producer has been handing its
+    messages to this loop's streams (`publish_here`): they get `end` the same way, first; it also goes
+    through a layer that reaches other processes, for a stream there that joined but whose sync was never
+    answered (it opened as the reply ended). A stream here that gets both ends at the first."""
+    message = message or {"type": END}
+    if here:
+        publish_here(audience_group(reply_id), message)
+        if isinstance(layer(), layers.LocalChannelLayer):  # nowhere else to reach
+            return True
+    return await publish(audience_group(reply_id), message)
 
 
 # --- Ending open streams on purpose ----------------------------------------------------------------
@@ -255,6 +263,47 @@ async def publish(group: str, message: dict[str, Any]) -> bool:
 async def send(channel: str, message: dict[str, Any]) -> bool:
     """`send` that never raises (see `_quietly`)."""
     return await _quietly(f"send to {channel}", lambda: layer().send(channel, message))
+
+
+# --- Receivers on this event loop, without a round trip ----------------------------------------------
+# A producer whose every stream is read in its own process delivers to them here, as the in-process layer
+# always does: in Redis mode that spares each delta a PUBLISH, Redis's push and a second process's wake-up.
+# Another layer (channels_redis) has no such path: everything goes through it.
+
+
+def delivers_here() -> bool:
+    """Whether the layer can hand a message to this loop's receivers at once (this project's layers)."""
+    return isinstance(layer(), layers.LocalChannelLayer | layers.RedisPubSubLayer)
+
+
+def is_here(channel: str) -> bool:
+    """Whether `channel` receives on this event loop (False with a layer that cannot tell)."""
+    channel_layer = layer()
+    if isinstance(channel_layer, layers.LocalChannelLayer | layers.RedisPubSubLayer):
+        return channel_layer.is_here(channel)
+    return False
+
+
+def publish_here(group: str, message: dict[str, Any]) -> None:
+    """`group_send` to this loop's members of `group` only (see `delivers_here`); never raises."""
+    channel_layer = layer()
+    assert isinstance(channel_layer, layers.LocalChannelLayer | layers.RedisPubSubLayer)
+    try:
+        channel_layer.group_send_here(group, message)
+    except Exception:  # a receiver's bug: as on the layer's own path, it must not reach the sender
+        logger.exception("channel layer: delivering to %s here failed", group)
+
+
+def send_here(channel: str, message: dict[str, Any]) -> None:
+    """`send` to a channel of this loop (see `is_here`); never raises."""
+    channel_layer = layer()
+    assert isinstance(channel_layer, layers.LocalChannelLayer | layers.RedisPubSubLayer)
+    try:
+        channel_layer.send_here(channel, message)
+    except ChannelFull:  # a slow reader: it sees the gap and syncs by offset
+        pass
+    except Exception:
+        logger.exception("channel layer: delivering to %s here failed", channel)
 
 
 async def join(channel: str, groups: Sequence[str]) -> bool:

@@ -9,6 +9,7 @@ import ipaddress
 import shutil
 import signal
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -145,6 +146,49 @@ class RedisServer:
                 self.process.wait(10)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+
+class RedisMonitor:
+    """The commands a Redis server runs while this is open, as its MONITOR command reports them (redis-py's
+    `Monitor`, read on a thread): `published(channel)` counts the PUBLISHes to one channel so far."""
+
+    def __init__(self, server: RedisServer) -> None:
+        self._client = server.client()
+        self._monitor = self._client.monitor()
+        self._commands: list[str] = []
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._read, name="redis-monitor", daemon=True)
+
+    def __enter__(self) -> RedisMonitor:
+        self._monitor.__enter__()  # MONITOR, and its OK read: every command from here on is seen
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._monitor.__exit__()  # disconnects: the reading thread's next read fails and it ends
+        self._thread.join(5)
+        self._client.close()
+
+    def _read(self) -> None:
+        with contextlib.suppress(Exception):
+            while True:
+                command = self._monitor.next_command()
+                with self._lock:
+                    self._commands.append(command["command"])
+
+    def published(self, channel: str) -> int:
+        """The PUBLISHes to `channel` that Redis ran before this call (waiting until the monitor has read
+        them)."""
+        marker = f"monitor-mark-{uuid.uuid4().hex}"
+        self._client.echo(marker)  # Redis runs commands in order: once this is seen, all before it are
+        deadline = time.monotonic() + 10
+        while True:
+            with self._lock:
+                if f"ECHO {marker}" in self._commands:
+                    return sum(1 for command in self._commands if command.startswith(f"PUBLISH {channel} "))
+            if time.monotonic() > deadline:
+                raise AssertionError("Redis's MONITOR did not report a command within 10 s")
+            time.sleep(0.01)
 
 
 def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
