@@ -219,9 +219,9 @@ def scale_out(data: dict[str, Any]) -> list[str]:
         routing + " CPU: the server processes summed, plus the private redis-server's.",
         "",
         "| N | added p50 / p99 ms ours · scaled | TTFT added p50 / p99 ms ours · scaled | CPU µs/delta ours "
-        "| CPU µs/delta scaled: processes + redis = total | ÷ ours | RSS/stream KB ours · scaled "
-        "| held ours · scaled |",
-        "|---:|---|---|---:|---|---:|---|---|",
+        "| CPU µs/delta scaled: processes + redis = total | ÷ ours | each process "
+        "| RSS/stream KB ours · scaled | held ours · scaled |",
+        "|---:|---|---|---:|---|---:|---|---|---|",
     ]
     for row in rows:
         ours = _at(data, "ours", row["n"]) or {}
@@ -232,6 +232,7 @@ def scale_out(data: dict[str, Any]) -> list[str]:
             f"{_f(row['ttft_p50'])} / {_f(row['ttft_p99'])} | {_f(ours.get('server_cpu_us_per_delta'), 0)} | "
             f"{_f(row['server_cpu_us_per_delta'], 0)} + {_f(row.get('redis_cpu_us_per_delta'), 0)} = "
             f"{_f(total, 0)} | {_ratio(total, ours.get('server_cpu_us_per_delta'))} | "
+            f"{' + '.join(_f(cpu, 0) for cpu in row.get('process_cpu_us_per_delta') or []) or '-'} | "
             f"{_f(ours.get('rss_per_stream_kb'), 0)} · {_f(row['rss_per_stream_kb'], 0)} | "
             f"{'yes' if ours.get('held') else 'no'} · {'yes' if row['held'] else 'no'} |"
         )

@@ -135,6 +135,8 @@ class Row:
     refused: int = 0  # starts answered 503 + Retry-After (admission control): not errors
     processes: int = 1
     same_process: int = 0  # streams read from the process their start was posted to (`scaled`)
+    # Each server process's share of `server_cpu_us_per_delta` (P of them for `scaled`): how the load split.
+    process_cpu_us_per_delta: list[float] = field(default_factory=list)
     error_kinds: list[str] = field(default_factory=list)
     lat_p50: float | None = None
     lat_p95: float | None = None
@@ -725,6 +727,7 @@ class Sweep:
         before = [scrape(url, self.metrics_token) for url in server.urls] if app and server else []
         rss_idle = server.rss() if server else 0
         cpu0 = server.cpu_s() if server else 0.0
+        each_cpu0 = [proc.cpu_s() for proc in server.procs] if server else []
         redis_cpu0 = self.redis.cpu_s() if self.redis and target == "scaled" else None
         up_cpu0 = self.upstream.cpu_s()
         sampler = RssSampler(server) if server else None
@@ -757,6 +760,10 @@ class Sweep:
             row.rss_per_stream_kb = (peak - rss_idle) / 1024 / n
             if summary["deltas_received"]:
                 row.server_cpu_us_per_delta = cpu / summary["deltas_received"] * 1e6
+                row.process_cpu_us_per_delta = [
+                    (proc.cpu_s() - before) / summary["deltas_received"] * 1e6
+                    for proc, before in zip(server.procs, each_cpu0, strict=True)
+                ]
                 if instructions is not None:
                     row.server_kinstr_per_delta = instructions / summary["deltas_received"] / 1e3
                 if self.redis is not None and redis_cpu0 is not None:
