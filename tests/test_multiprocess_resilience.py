@@ -103,6 +103,39 @@ def sent(upstream: FakeAnthropic) -> str:
     return "".join(text for text, _ in upstream.sent)
 
 
+def enqueue_gated(upstream: FakeAnthropic, chunks: list[str], *tail: Any) -> list[threading.Event]:
+    """A reply that sends each chunk, then waits for its gate (set by the test), then `tail` (End())."""
+    gates = [threading.Event() for _ in chunks]
+    steps: list[Any] = []
+    for chunk, gate in zip(chunks, gates, strict=True):
+        steps += [Text(chunk), Wait(gate, timeout=120)]
+    upstream.enqueue(*steps, *tail)
+    return gates
+
+
+async def posted_on_one_read_live_on_other(
+    user: LiveClient, upstream: FakeAnthropic, database: str, post_on: str, read_on: str, conversation_id: int
+) -> None:
+    """A message posted through `post_on` streams live from `read_on` (its second chunk is held upstream
+    until the first has arrived) and is saved exactly."""
+    gate = threading.Event()
+    upstream.enqueue(Text("Fresh "), Wait(gate, timeout=60), Text("stream."), End())
+    status, fragment = await user.post(f"{post_on}/c/{conversation_id}/send/", {"text": "Still there?"})
+    assert status == 200, fragment
+    new_path = sse_path(fragment)
+    fresh = ""
+    async with asyncio.timeout(2 * BOUND):
+        async for event in user.events(read_on + new_path):
+            if event.event == "delta":
+                fresh += html.unescape(event.data)
+                if fresh == "Fresh ":
+                    gate.set()
+            elif event.event == "done":
+                break
+    new_row = db_row(database, ids(new_path)[1])
+    assert new_row["status"] == "complete" and fresh == new_row["content"] == "Fresh stream."
+
+
 async def test_after_a_quiet_spell_a_subscriber_on_the_other_process_gets_the_rest_live(
     servers: list[DaphneProcess], upstream: FakeAnthropic, database: str, user: LiveClient
 ) -> None:
@@ -255,22 +288,7 @@ async def test_redis_restart_mid_reply_the_reply_completes_and_new_streams_work(
     assert received == row["content"] == "".join(chunks)
 
     # A new stream after the restart: posted through B, followed live on A.
-    gate = threading.Event()
-    upstream.enqueue(Text("Fresh "), Wait(gate, timeout=60), Text("stream."), End())
-    status, fragment = await user.post(f"{b.url}/c/{conversation_id}/send/", {"text": "Still there?"})
-    assert status == 200, fragment
-    new_path = sse_path(fragment)
-    fresh = ""
-    async with asyncio.timeout(BOUND):
-        async for event in user.events(a.url + new_path):
-            if event.event == "delta":
-                fresh += html.unescape(event.data)
-                if fresh == "Fresh ":
-                    gate.set()
-            elif event.event == "done":
-                break
-    new_row = db_row(database, ids(new_path)[1])
-    assert new_row["status"] == "complete" and fresh == new_row["content"] == "Fresh stream."
+    await posted_on_one_read_live_on_other(user, upstream, database, b.url, a.url, conversation_id)
     print(
         f"Redis down {figures['down']:.2f}s (kill → answering again); "
         f"B caught up {figures['caught up']:.2f}s after Redis came back; "
@@ -287,11 +305,7 @@ async def test_two_tabs_one_beside_the_producer_both_live_then_stop_after_a_quie
     a, b = servers
     upstream.reset()
     chunks = ["Both tabs ", "see this ", "live."]
-    gates = [threading.Event() for _ in chunks]
-    steps: list[Any] = []
-    for chunk, gate in zip(chunks, gates, strict=True):
-        steps += [Text(chunk), Wait(gate, timeout=120)]
-    upstream.enqueue(*steps, Text(" Never sent."), End())
+    gates = enqueue_gated(upstream, chunks, Text(" Never sent."), End())
     try:
         await user.login(a.url, "quiet", "quiet-pass-1")
         status, fragment = await user.post(a.url + "/c/start/", {"text": "Two tabs"})
@@ -356,11 +370,7 @@ async def test_a_reply_read_beside_its_producer_goes_through_redis_only_once_a_t
     a, b = servers
     upstream.reset()
     chunks = ["Read here. ", "Still only here. ", "Now also there. ", "The end."]
-    gates = [threading.Event() for _ in chunks]
-    steps: list[Any] = []
-    for chunk, gate in zip(chunks, gates, strict=True):
-        steps += [Text(chunk), Wait(gate, timeout=120)]
-    upstream.enqueue(*steps, End())
+    gates = enqueue_gated(upstream, chunks, End())
     try:
         await user.login(a.url, "quiet", "quiet-pass-1")
         with RedisMonitor(private_redis) as monitor:
@@ -425,11 +435,7 @@ async def test_a_reply_read_beside_its_producer_streams_to_the_end_while_redis_i
     a, b = servers
     upstream.reset()
     chunks = ["Before. ", "Redis is down. ", "Still down."]
-    gates = [threading.Event() for _ in chunks]
-    steps: list[Any] = []
-    for chunk, gate in zip(chunks, gates, strict=True):
-        steps += [Text(chunk), Wait(gate, timeout=120)]
-    upstream.enqueue(*steps, End())
+    gates = enqueue_gated(upstream, chunks, End())
     try:
         await user.login(a.url, "quiet", "quiet-pass-1")
         status, fragment = await user.post(a.url + "/c/start/", {"text": "Without Redis"})
@@ -462,19 +468,4 @@ async def test_a_reply_read_beside_its_producer_streams_to_the_end_while_redis_i
             private_redis.start()
 
     # Redis is back: the processes reach each other again (their layers reconnect on their own).
-    gate = threading.Event()
-    upstream.enqueue(Text("Across "), Wait(gate, timeout=60), Text("again."), End())
-    status, fragment = await user.post(f"{b.url}/c/{conversation_id}/send/", {"text": "And now?"})
-    assert status == 200, fragment
-    new_path = sse_path(fragment)
-    fresh = ""
-    async with asyncio.timeout(2 * BOUND):
-        async for event in user.events(a.url + new_path):
-            if event.event == "delta":
-                fresh += html.unescape(event.data)
-                if fresh == "Across ":
-                    gate.set()
-            elif event.event == "done":
-                break
-    new_row = db_row(database, ids(new_path)[1])
-    assert new_row["status"] == "complete" and fresh == new_row["content"] == "Across again."
+    await posted_on_one_read_live_on_other(user, upstream, database, b.url, a.url, conversation_id)
