@@ -246,7 +246,8 @@ def scale_out(data: dict[str, Any]) -> list[str]:
         "",
         "| target | verdict |",
         "|---|---|",
-        f"| Redis-mode CPU per delta ≤ {SCALED_CPU_RATIO:g}x in-memory (at N={n}) | {_verdict(ok)} "
+        f"| Redis-mode CPU per delta ≤ {SCALED_CPU_RATIO:g}x in-memory (at N={n}, routing "
+        f"{data['meta'].get('routing', 'cross')}) | {_verdict(ok)} "
         f"{_f(total)} vs {_f(ours_cpu)} µs ({_ratio(total, ours_cpu)}) |",
         f"| streams held (reported) | scaled {held(data, 'scaled')} vs ours {held(data, 'ours')} |",
     ]
