@@ -66,6 +66,10 @@ def session_group(session_key: str) -> str:
     return "streams-session." + hashlib.sha256(session_key.encode()).hexdigest()[:32]
 
 
+# This project's layers (chat.streaming.layers): they take sinks and deliver to this loop's receivers at once.
+OwnLayer = layers.LocalChannelLayer | layers.RedisPubSubLayer
+
+
 def layer() -> BaseChannelLayer:
     channel_layer = get_channel_layer()
     if channel_layer is None:  # pragma: no cover - settings always define one
@@ -273,13 +277,13 @@ async def send(channel: str, message: dict[str, Any]) -> bool:
 
 def delivers_here() -> bool:
     """Whether the layer can hand a message to this loop's receivers at once (this project's layers)."""
-    return isinstance(layer(), layers.LocalChannelLayer | layers.RedisPubSubLayer)
+    return isinstance(layer(), OwnLayer)
 
 
 def is_here(channel: str) -> bool:
     """Whether `channel` receives on this event loop (False with a layer that cannot tell)."""
     channel_layer = layer()
-    if isinstance(channel_layer, layers.LocalChannelLayer | layers.RedisPubSubLayer):
+    if isinstance(channel_layer, OwnLayer):
         return channel_layer.is_here(channel)
     return False
 
@@ -287,7 +291,7 @@ def is_here(channel: str) -> bool:
 def publish_here(group: str, message: dict[str, Any]) -> None:
     """`group_send` to this loop's members of `group` only (see `delivers_here`); never raises."""
     channel_layer = layer()
-    assert isinstance(channel_layer, layers.LocalChannelLayer | layers.RedisPubSubLayer)
+    assert isinstance(channel_layer, OwnLayer)
     try:
         channel_layer.group_send_here(group, message)
     except Exception:  # a receiver's bug: as on the layer's own path, it must not reach the sender
@@ -297,7 +301,7 @@ def publish_here(group: str, message: dict[str, Any]) -> None:
 def send_here(channel: str, message: dict[str, Any]) -> None:
     """`send` to a channel of this loop (see `is_here`); never raises."""
     channel_layer = layer()
-    assert isinstance(channel_layer, layers.LocalChannelLayer | layers.RedisPubSubLayer)
+    assert isinstance(channel_layer, OwnLayer)
     try:
         channel_layer.send_here(channel, message)
     except ChannelFull:  # a slow reader: it sees the gap and syncs by offset
@@ -353,7 +357,7 @@ def attach(channel: str, sink: layers.Sink) -> bool:
 
 def detach(channel: str) -> None:
     channel_layer = layer()
-    if isinstance(channel_layer, layers.LocalChannelLayer | layers.RedisPubSubLayer):
+    if isinstance(channel_layer, OwnLayer):
         channel_layer.detach(channel)
 
 
