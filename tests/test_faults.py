@@ -30,11 +30,12 @@ def upstream_http(request: pytest.FixtureRequest, settings: Any) -> str:
     ("steps", "code", "words"),
     [
         ([ErrorEvent("overloaded_error", "Overloaded")], "overloaded", "overloaded in the middle"),
+        ([ErrorEvent("api_error", "Internal failure")], "stream_error", "mid-response: Internal failure"),
         ([Drop()], "dropped", "connection to the model dropped"),
         ([Stall(3.0)], "stalled", "sent nothing for 0.5 seconds"),
         ([], "truncated", "ended before the response was complete"),
     ],
-    ids=["error-event", "dropped-tcp", "stall", "no-message-stop"],
+    ids=["error-event", "other-error-event", "dropped-tcp", "stall", "no-message-stop"],
 )
 async def test_mid_stream_fault_keeps_partial_and_offers_retry_and_continue(
     alice_client: AsgiClient,

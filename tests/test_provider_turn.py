@@ -1,5 +1,6 @@
 """The Anthropic provider's turn (`_Turn`) and the producer's fill of its text blocks: pure, so tested on
-their own, with the SDK's own event types.
+their own. The turn reads each event as the API's JSON; every event here is first checked against the SDK's
+own event types, so that none is a shape the API does not send.
 
 The turn keeps a text block as its length only; the producer fills the text in from the reply's text,
 which it keeps anyway (issue 15: the turn's copy was a second copy of every reply while it streamed)."""
@@ -19,8 +20,9 @@ from chat.text import clean_model_text
 _EVENT: TypeAdapter[Any] = TypeAdapter(RawMessageStreamEvent)
 
 
-def _event(data: dict[str, Any]) -> Any:
-    return _EVENT.validate_python(data)
+def _event(data: dict[str, Any]) -> dict[str, Any]:
+    _EVENT.validate_python(data)  # raises for what is not a Messages API stream event
+    return data
 
 
 def _start() -> dict[str, Any]:
