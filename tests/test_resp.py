@@ -185,6 +185,31 @@ async def test_a_quiet_connection_posts_unanswered_in_order(redis_server: RedisS
 
 
 @pytest.mark.redis
+async def test_a_quiet_connection_writing_at_most_every_interval_holds_a_post_and_sends_the_next_with_it(
+    redis_server: RedisServer,
+) -> None:
+    """`go_quiet(write_every=)`: a post made within the interval after a write is held, and the posts made
+    meanwhile go out with it, in order. (The interval is long so that "held" is not a race: three round
+    trips on another connection take far less.)"""
+    async with _subscribed(redis_server, "deltas") as (publisher, pushed):
+        publisher.go_quiet(write_every=1.0)
+        probe = await resp.connect(_address(redis_server))
+        try:
+            publisher.post("PUBLISH", "deltas", b"a")
+            await _until(lambda: len(pushed) >= 2)  # written, so the interval has begun
+            publisher.post("PUBLISH", "deltas", b"b")
+            for _ in range(3):
+                assert await probe.call("PING") == b"PONG"
+            assert [m[2] for m in pushed[1:]] == [b"a"]  # Redis is answering, and `b` has not reached it
+            publisher.post("PUBLISH", "deltas", b"c")
+            await _until(lambda: len(pushed) >= 4)
+            assert [m[2] for m in pushed[1:]] == [b"a", b"b", b"c"]
+            assert not publisher.lost
+        finally:
+            probe.close()
+
+
+@pytest.mark.redis
 async def test_a_quiet_connection_notices_a_redis_that_stops_answering(redis_server: RedisServer) -> None:
     """Nothing answers a post; the probe that goes with one does, and its silence breaks the connection
     within `socket_timeout`, after which posts raise."""

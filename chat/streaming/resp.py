@@ -138,6 +138,8 @@ class Connection(asyncio.Protocol):
         self._quiet = False
         self._probed_at = loop.time()
         self._out: list[bytes] = []
+        self._every = 0.0  # a quiet connection's least time between writes (`go_quiet`)
+        self._written_at = -1e9
         self._deadline: asyncio.TimerHandle | None = None
         self.closed: asyncio.Future[BaseException | None] = loop.create_future()
         self.heard = loop.time()
@@ -205,10 +207,14 @@ class Connection(asyncio.Protocol):
         self._expect(future, _pack(args))
         return future
 
-    def go_quiet(self) -> None:
-        """CLIENT REPLY OFF: from now on this connection is for `post` (see the class docstring)."""
+    def go_quiet(self, *, write_every: float = 0.0) -> None:
+        """CLIENT REPLY OFF: from now on this connection is for `post` (see the class docstring). With
+        `write_every` (seconds), it writes at most that often: a post made sooner after the last write waits
+        for the rest of the interval, and goes out with every other post made meanwhile; one made after a
+        quiet spell goes out at the end of this turn of the loop, as without it."""
         self.send("CLIENT", "REPLY", "OFF")
         self._quiet = True
+        self._every = write_every
         self._probed_at = self._loop.time()
 
     def post(self, *args: str | bytes | int) -> None:
@@ -256,15 +262,21 @@ class Connection(asyncio.Protocol):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
 
     def _write(self, packed: bytes) -> None:
-        # The commands of one turn of the loop go out in one write (the deltas of many replies meet here).
+        # The commands of one turn of the loop go out in one write (the deltas of many replies meet here);
+        # on a quiet connection with `write_every`, those of every turn until the interval has passed.
         if not self._out:
-            self._loop.call_soon(self._flush)
+            wait = self._written_at + self._every - self._loop.time()
+            if wait > 0:
+                self._loop.call_later(wait, self._flush)
+            else:
+                self._loop.call_soon(self._flush)
         self._out.append(packed)
 
     def _flush(self) -> None:
         out, self._out = self._out, []
         if self._transport is not None and out:
             self._transport.write(b"".join(out))
+            self._written_at = self._loop.time()
 
     def _check_deadline(self) -> None:
         self._deadline = None
