@@ -133,6 +133,13 @@ REDIS_URL = env.str("REDIS_URL", default="")
 # Rate-limit counters (the `limits` library): in this process's memory, or in Redis when several processes
 # share the work, so that every process counts against the same limit.
 RATE_LIMIT_STORAGE_URL = env.str("RATE_LIMIT_STORAGE_URL", default=REDIS_URL or "memory://")
+# Under load, a process's PUBLISHes share one write at most this often (see RedisPubSubLayer's docstring):
+# Redis wakes less often; a delta read in another process arrives up to this much later.
+REDIS_PUBLISH_EVERY_MS = env.float("REDIS_PUBLISH_EVERY_MS", default=5.0)
+if not 0 <= REDIS_PUBLISH_EVERY_MS <= 1000:
+    raise ImproperlyConfigured(
+        f"REDIS_PUBLISH_EVERY_MS must be from 0 to 1000 milliseconds, not {REDIS_PUBLISH_EVERY_MS:g}"
+    )
 if REDIS_URL:
     # Redis pub/sub (chat/streaming/layers.py, RedisPubSubLayer). A command that gets no answer within 15 s
     # fails, and the pub/sub connection, quiet for 5 s, pings Redis and fails if no answer comes within
@@ -150,8 +157,7 @@ if REDIS_URL:
             "CONFIG": {
                 "hosts": [_redis_host],
                 "capacity": 1000,
-                # PUBLISHes under load share a write (see the layer's docstring): Redis wakes less often.
-                "publish_every": env.float("REDIS_PUBLISH_EVERY_MS", default=5.0) / 1000,
+                "publish_every": REDIS_PUBLISH_EVERY_MS / 1000,
             },
         }
     }

@@ -15,6 +15,7 @@ import pytest
 from chat.streaming import layers, pubsub
 from tests.support.cluster import RedisMonitor, RedisServer
 from tests.support.live_server import manage
+from tests.support.settings_process import settings_value
 from tests.support.waiting import until
 
 # The server runs on uvloop (chatsite/serve.py): the layer's Redis connections must work on both loops.
@@ -44,6 +45,16 @@ def test_the_redis_settings_bound_commands_and_connects_and_keep_connections_ali
     (host,) = layers["default"]["CONFIG"]["hosts"]
     assert 0 < host["socket_timeout"] <= 60 and 0 < host["socket_connect_timeout"] <= 5
     assert host["socket_keepalive"] is True
+    assert layers["default"]["CONFIG"]["publish_every"] == 0.005  # REDIS_PUBLISH_EVERY_MS's default
+
+
+def test_a_publish_interval_out_of_range_is_refused_at_start_up() -> None:
+    name = "REDIS_PUBLISH_EVERY_MS"
+    unset = ("DEBUG", "SECRET_KEY", name)
+    assert settings_value({"DEBUG": "True", name: "0"}, name, unset=unset) == "0.0"
+    for wrong in ("-1", "5000"):
+        with pytest.raises(AssertionError, match=f"{name} must be from 0 to 1000 milliseconds, not {wrong}"):
+            settings_value({"DEBUG": "True", name: wrong}, name, unset=unset)
 
 
 @pytest.fixture
