@@ -192,7 +192,7 @@ async def test_a_quiet_connection_writing_at_most_every_interval_holds_a_post_an
     meanwhile go out with it, in order. (The interval is long so that "held" is not a race: three round
     trips on another connection take far less.)"""
     async with _subscribed(redis_server, "deltas") as (publisher, pushed):
-        publisher.go_quiet(write_every=1.0)
+        publisher.go_quiet(write_every=2.0)
         probe = await resp.connect(_address(redis_server))
         try:
             publisher.post("PUBLISH", "deltas", b"a")
