@@ -130,7 +130,7 @@ class AnthropicProvider:
                 # too: skip pings and nameless or empty events, and fail on an `error` event.
                 async for sse in anthropic.AsyncStream.raw_events(events.response):
                     if sse.event == "error":
-                        raise mid_stream_failure(sse.data)
+                        raise _mid_stream_failure(sse.data)
                     if sse.event is None or sse.event == "ping" or not sse.data:
                         continue
                     for item in turn.feed(sse.json()):
@@ -330,8 +330,6 @@ def _parse_arguments(raw: str) -> dict[str, Any]:
 
 def map_status_error(exc: anthropic.APIStatusError) -> ReplyFailure:
     status = exc.status_code
-    if status == 200:  # an `event: error` frame in the middle of the stream, as the SDK's iteration raises it
-        return mid_stream_failure(exc.body, fallback=str(exc))
     if status in (401, 403):
         return ReplyFailure(
             "configuration",
@@ -356,9 +354,10 @@ def map_status_error(exc: anthropic.APIStatusError) -> ReplyFailure:
     return ReplyFailure("rejected", f"The model provider rejected the request (HTTP {status}): {detail}")
 
 
-def mid_stream_failure(body: object, *, fallback: str = "") -> ReplyFailure:
-    """An `event: error` frame in the middle of the stream (`body`: its data, JSON text or parsed)."""
-    kind, detail = _error_fields(body, fallback=fallback)
+def _mid_stream_failure(data: str) -> ReplyFailure:
+    """An `event: error` frame in the middle of the stream (`data`: its JSON text). (The SDK's own iteration
+    raised it as an APIStatusError with status 200; `stream` reads the events itself, so it never does.)"""
+    kind, detail = _error_fields(data, fallback="")
     if kind == "overloaded_error":
         return ReplyFailure("overloaded", "The model became overloaded in the middle of the response.")
     return ReplyFailure("stream_error", f"The model provider reported an error mid-response: {detail}")
