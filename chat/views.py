@@ -50,6 +50,7 @@ from chat.streaming import (
     reserve_reply_slot,
     sse,
     start_reply,
+    starting_reply,
 )
 from chat.streaming.db import request_db, start_db
 from usage import selectors as usage_selectors
@@ -80,7 +81,8 @@ StartView = Callable[Concatenate[HtmxHttpRequest, P], Coroutine[Any, Any, HttpRe
 def admitted(view: StartView[P]) -> StartView[P]:
     """For every view that starts a reply: reserve one of this process's CHAT_MAX_ACTIVE_REPLIES slots
     before the view runs, so that a refusal costs no database work and saves nothing (503, Retry-After,
-    the composer's error). The reply's generation task takes the slot over (`start_reply`) and gives it
+    the composer's error); then wait for one of CHAT_MAX_CONCURRENT_STARTS places to run the view (see
+    `admission.starting`). The reply's generation task takes the slot over (`start_reply`) and gives it
     back when it ends; a start that fails (invalid, over budget, database busy, any error) gives it back
     when the view returns. See chat/streaming/admission.py."""
 
@@ -91,7 +93,8 @@ def admitted(view: StartView[P]) -> StartView[P]:
         if slot is None:
             return await _refused_as_busy(request)
         with holding_reply_slot(slot):
-            return await view(request, *args, **kwargs)
+            async with starting_reply():  # CHAT_MAX_CONCURRENT_STARTS: a burst of starts takes turns
+                return await view(request, *args, **kwargs)
 
     return wrapped
 

@@ -363,6 +363,14 @@ CHAT_DRAIN_SECONDS = env.float("CHAT_DRAIN_SECONDS", default=30.0)
 # 0 = no bound. Default from the measured CPU per delta (README, "Operations: capacity, metrics and health").
 CHAT_MAX_ACTIVE_REPLIES = env.int("CHAT_MAX_ACTIVE_REPLIES", default=100)
 CHAT_BUSY_RETRY_AFTER = env.int("CHAT_BUSY_RETRY_AFTER", default=10)
+# Starts (new message, new conversation, edit, Retry, Continue) doing their work at once on a process's
+# event loop; more wait their turn. Measured (issue 15, session 20): a burst of 125 starts a second with all
+# of them at once made running streams stutter (per-delta p99 78-470 ms); with 2, 19-44 ms. 0 = no bound.
+CHAT_MAX_CONCURRENT_STARTS = env.int("CHAT_MAX_CONCURRENT_STARTS", default=2)
+if CHAT_MAX_CONCURRENT_STARTS < 0:
+    raise ImproperlyConfigured(
+        f"CHAT_MAX_CONCURRENT_STARTS must be 0 (no bound) or more, not {CHAT_MAX_CONCURRENT_STARTS}"
+    )
 # Render finished Markdown blocks on the server while a reply streams (off: raw text until the end).
 CHAT_STREAM_MARKDOWN = env.bool("CHAT_STREAM_MARKDOWN", default=True)
 # Context window per model, in tokens (e.g. "claude-haiku-5-5=200000;my-small-model=8000"); history that does

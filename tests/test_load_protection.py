@@ -1,7 +1,8 @@
 """Admission control under the real ASGI handler and the fake upstream: past CHAT_MAX_ACTIVE_REPLIES a new
 reply is refused at once (503, Retry-After, the composer's error) on every path that starts one, nothing is
 saved and the upstream is never called; running replies go on untouched; a slot comes back when a start
-fails and when a reply ends, however it ends."""
+fails and when a reply ends, however it ends. Past CHAT_MAX_CONCURRENT_STARTS a start waits its turn before
+any database work, in order, and one whose client hangs up while it waits leaves nothing behind."""
 
 from __future__ import annotations
 
@@ -12,11 +13,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from asgiref.testing import ApplicationCommunicator
 
 from chat.models import Conversation, Message
 from chat.streaming import admission
 from tests.support.asgi_client import AsgiClient, Response, stream_path
 from tests.support.fake_anthropic import End, FakeAnthropic, HTTPError, Text, Wait
+from tests.support.settings_process import settings_value
 from tests.support.streams import follow, reload, streamed_text
 from tests.support.waiting import until
 
@@ -232,3 +235,79 @@ async def test_a_finished_reply_frees_its_slot(
     _, reply, path = await start_conversation(alice_client, "Five")
     await follow(alice_client, path)
     assert (await reload(reply)).content == "Next."
+
+
+async def test_starts_past_the_concurrent_bound_wait_their_turn_in_order(
+    alice_client: AsgiClient, upstream: FakeAnthropic, background: Any, settings: Any
+) -> None:
+    """While the one place is taken (here by the test itself), two starts wait before any database work:
+    nothing saved, the upstream not called, each holding its admission slot. Given the place, they commit
+    and stream one after the other, in the order they came."""
+    settings.CHAT_MAX_CONCURRENT_STARTS = 1
+    upstream.enqueue(Text("Answer to the first."), End())
+    upstream.enqueue(Text("Answer to the second."), End())
+    async with admission.starting():
+        first = asyncio.create_task(alice_client.request("POST", "/c/start/", data={"text": "First"}))
+        await until(lambda: admission.starts_waiting() == 1, "the first start waits for the place")
+        second = asyncio.create_task(alice_client.request("POST", "/c/start/", data={"text": "Second"}))
+        await until(lambda: admission.starts_waiting() == 2, "the second start waits behind it")
+        assert await counts() == (0, 0) and upstream.requests == []
+        assert admission.active() == 2 and not first.done() and not second.done()
+    responses = [await first, await second]
+    assert [r.status for r in responses] == [200, 200]
+    assert admission.starts_waiting() == 0
+    for response, question in zip(responses, ("First", "Second"), strict=True):
+        _, events = await follow(alice_client, stream_path(response.text))
+        # The upstream answers in the order it is asked: each reply's own answer means the first committed
+        # and called the model first.
+        assert streamed_text(events) == f"Answer to the {question.lower()}."
+    first_id, second_id = [
+        pk async for pk in Message.objects.filter(role="user").order_by("pk").values_list("pk", flat=True)
+    ]
+    assert (await Message.objects.aget(pk=first_id)).content == "First"
+    assert (await Message.objects.aget(pk=second_id)).content == "Second"
+    await until(lambda: admission.active() == 0, "every slot is given back")
+
+
+async def test_a_start_whose_client_hangs_up_while_it_waits_saves_nothing_and_frees_its_slot(
+    alice_client: AsgiClient, upstream: FakeAnthropic, background: Any, settings: Any
+) -> None:
+    settings.CHAT_MAX_CONCURRENT_STARTS = 1
+    async with admission.starting():
+        communicator = await alice_client.begin("POST", "/c/start/", data={"text": "Never mind"})
+        await until(lambda: admission.starts_waiting() == 1, "the start waits for the place")
+        await hang_up(communicator)
+        await until(
+            lambda: admission.starts_waiting() == 0 and admission.active() == 0,
+            "the start left the queue and gave its slot back",
+        )
+    assert await counts() == (0, 0) and upstream.requests == []
+    # The place is free again: the next start runs at once.
+    upstream.enqueue(Text("Here."), End())
+    _, reply, path = await start_conversation(alice_client, "Again")
+    _, events = await follow(alice_client, path)
+    assert streamed_text(events) == "Here."
+    assert (await reload(reply)).status == Message.Status.COMPLETE
+
+
+async def test_with_no_concurrent_bound_starts_never_wait(settings: Any) -> None:
+    settings.CHAT_MAX_CONCURRENT_STARTS = 0
+    async with admission.starting(), admission.starting(), admission.starting():
+        assert admission.starts_waiting() == 0
+
+
+def test_a_negative_concurrent_bound_is_refused_at_start_up() -> None:
+    name = "CHAT_MAX_CONCURRENT_STARTS"
+    unset = ("DEBUG", "SECRET_KEY", name)
+    assert settings_value({"DEBUG": "True"}, name, unset=unset) == "2"
+    with pytest.raises(AssertionError, match=f"{name} must be 0 \\(no bound\\) or more, not -1"):
+        settings_value({"DEBUG": "True", name: "-1"}, name, unset=unset)
+
+
+async def hang_up(communicator: ApplicationCommunicator) -> None:
+    """The client goes away before its response: `http.disconnect`, then the application ends."""
+    await communicator.send_input({"type": "http.disconnect"})
+    try:
+        await communicator.wait(timeout=10)
+    except asyncio.CancelledError:  # the application's task was cancelled: what a disconnect does
+        pass

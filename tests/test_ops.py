@@ -222,6 +222,19 @@ async def test_metrics_count_what_happened(
     )
     assert value(refused, "chat_max_active_replies") == 1
 
+    # A start waiting for one of CHAT_MAX_CONCURRENT_STARTS places (the test holds the one place).
+    settings.CHAT_MAX_ACTIVE_REPLIES = 100
+    settings.CHAT_MAX_CONCURRENT_STARTS = 1
+    upstream.enqueue(Text("Waited."), End())
+    async with admission.starting():
+        waiting = asyncio.create_task(alice_client.request("POST", "/c/start/", data={"text": "Wait"}))
+        await until(lambda: admission.starts_waiting() == 1, "the start waits for the place")
+        assert value(await scrape(alice_client, "t"), "chat_starts_waiting") == 1
+    response = await waiting
+    assert response.status == 200
+    await follow(alice_client, stream_path(response.text))
+    assert value(await scrape(alice_client, "t"), "chat_starts_waiting") == 0
+
 
 def _flushes() -> float:
     from chat.streaming.metrics import FLUSH

@@ -3,7 +3,8 @@ from any process. What views and signals use is exported here; the modules behin
 
 - `producer`: calls the model, runs tools, publishes each delta to the channel layer;
 - `subscriber`: one SSE stream from a character offset, with no gap and no duplicate;
-- `admission`: at most CHAT_MAX_ACTIVE_REPLIES replies per process; a start past it is refused at once;
+- `admission`: at most CHAT_MAX_ACTIVE_REPLIES replies per process; a start past it is refused at once, and
+  at most CHAT_MAX_CONCURRENT_STARTS starts do their work at once (the others wait their turn);
 - `metrics`: this process's numbers for `/metrics` (cheap counters on the hot path, read at scrape);
 - `flusher`: saves every local reply and renews its lease on a throttle; `lifecycle`: start, reap, and
   drain (on shutdown: refuse new replies, let running ones finish, save the rest as interrupted);
@@ -16,6 +17,7 @@ lifecycle; subscriber."""
 from chat.streaming.admission import Slot as ReplySlot
 from chat.streaming.admission import holding as holding_reply_slot
 from chat.streaming.admission import reserve as reserve_reply_slot
+from chat.streaming.admission import starting as starting_reply
 from chat.streaming.caps import open_stream_slot
 from chat.streaming.lifecycle import (
     REQUEST_ARRIVED,
@@ -62,5 +64,6 @@ __all__ = [
     "request_stop",
     "reserve_reply_slot",
     "start_reply",
+    "starting_reply",
     "with_background_tasks",
 ]

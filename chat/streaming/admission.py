@@ -14,18 +14,23 @@ A slot's life, and its invariant — every reserved slot is released exactly onc
 - a slot that no task claimed (validation error, budget refusal, database error, any exception) is
   given back when `holding` exits.
 
+Within the bound, `starting()` lets at most CHAT_MAX_CONCURRENT_STARTS starts do their work at once on an
+event loop (the commit, the reply's start, the answer's render); the rest wait their turn, in order.
+
 A leaf module: it imports nothing of ours."""
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+import weakref
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 
 from django.conf import settings
 
-__all__ = ["Slot", "active", "claim", "holding", "refusals", "reserve"]
+__all__ = ["Slot", "active", "claim", "holding", "refusals", "reserve", "starting", "starts_waiting"]
 
 # A lock, not the event loop's single thread, makes check-and-take atomic: a start may come from a thread
 # (a sync view, a management command), and the lock costs ~100 ns once per start, never per delta.
@@ -103,3 +108,51 @@ def active() -> int:
 
 def refusals() -> int:
     return _refusals
+
+
+# --- Starts at once ------------------------------------------------------------------------------------
+# Per event loop (an asyncio.Semaphore belongs to the loop that first waits on it), with the bound it was
+# made for: a changed setting (tests) gets a new one.
+_gates: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[int, asyncio.Semaphore]] = (
+    weakref.WeakKeyDictionary()
+)
+_waiting = 0  # starts waiting in `starting()` on every loop of this process
+
+
+@asynccontextmanager
+async def starting() -> AsyncIterator[None]:
+    """Hold one of this event loop's CHAT_MAX_CONCURRENT_STARTS places for a start's own work (0: no
+    bound); a start past them waits here, first come first served, and a start whose request goes away
+    while it waits leaves the queue without having done anything.
+
+    Why: a start costs far more CPU than a delta (about 13 ms against 0.1-0.2 ms, issue 15's twentieth
+    session), spread over the event loop and the request database threads, which take the GIL from the
+    loop. With every arriving start in progress at once, a burst of them (the bench's N=250: 125 a second)
+    keeps the database threads busy and fills the loop's queue ahead of the running streams' deltas: per-
+    delta p99 78-130 ms (up to 470). With two at once, the same burst queued here and the deltas went on:
+    p99 19-44 ms, three runs each way. Starts are not slower one by one; in a burst the last ones wait
+    longer for their first token instead of every stream stuttering."""
+    bound = settings.CHAT_MAX_CONCURRENT_STARTS
+    if bound <= 0:
+        yield
+        return
+    global _waiting
+    loop = asyncio.get_running_loop()
+    made = _gates.get(loop)
+    if made is None or made[0] != bound:
+        made = _gates[loop] = (bound, asyncio.Semaphore(bound))
+    gate = made[1]
+    _waiting += 1
+    try:
+        await gate.acquire()
+    finally:
+        _waiting -= 1
+    try:
+        yield
+    finally:
+        gate.release()
+
+
+def starts_waiting() -> int:
+    """Starts waiting for a place in `starting()` (every event loop of this process)."""
+    return _waiting

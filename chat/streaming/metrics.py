@@ -28,6 +28,8 @@ each daphne process answers for itself, and a scraper sums over processes. The n
   rejected, and `truncated` for a stream that ended without its stop reason);
 - `chat_flush_seconds` (histogram): the flusher's batched saves (one database call for every local reply);
 - `chat_admission_refusals_total` (counter): starts refused at the bound;
+- `chat_starts_waiting` (gauge): starts waiting for one of CHAT_MAX_CONCURRENT_STARTS places (a burst of
+  new messages queues there instead of stalling the running streams);
 - `chat_db_calls_waiting{pool}` (gauge): calls waiting for a database thread (`chat.streaming.db`), by
   pool: `request` (a request's reads, writes and renders; a new message's commit goes first) and
   `background` (the engine's saves and reads). Above zero for long: the process's database work is behind;
@@ -183,6 +185,11 @@ class _EngineCollector(Collector):
             "chat_max_active_replies",
             "CHAT_MAX_ACTIVE_REPLIES, the bound on active replies (0: none).",
             value=settings.CHAT_MAX_ACTIVE_REPLIES,
+        )
+        yield GaugeMetricFamily(
+            "chat_starts_waiting",
+            "Starts waiting for one of CHAT_MAX_CONCURRENT_STARTS places.",
+            value=admission.starts_waiting(),
         )
         yield GaugeMetricFamily(
             "chat_active_subscribers", "Open SSE streams of replies here.", value=counts.subscribers

@@ -202,6 +202,16 @@ class AsgiClient:
             headers.setdefault("hx-request", "true")
         return self._scope(method, path, headers, ""), body
 
+    async def begin(
+        self, method: str, path: str, *, data: dict[str, str | list[str]] | None = None
+    ) -> ApplicationCommunicator:
+        """Send a request (as `request` does) and return at once, its response not awaited: the caller
+        reads it from the communicator, or hangs up (`http.disconnect`) before it comes."""
+        scope, body = self._prepared(method, path, data=data, headers=None, csrf=True, htmx=True)
+        communicator = ApplicationCommunicator(self.app, scope)
+        await communicator.send_input({"type": "http.request", "body": body, "more_body": False})
+        return communicator
+
     async def request_as_daphne(
         self,
         method: str,
