@@ -216,6 +216,9 @@ async def test_concurrent_reply_cap_holds_for_parallel_new_conversations_on_post
         DATABASE_URL=pg_database,
         DATABASE_POOL_MAX="30",
         CHAT_MAX_CONCURRENT_PER_USER=str(cap),
+        # Every start in progress at once, as in several processes (one process lets only
+        # CHAT_MAX_CONCURRENT_STARTS do their work together): the race is the database's to settle.
+        CHAT_MAX_CONCURRENT_STARTS="0",
         CHAT_PROVIDER="anthropic",
         ANTHROPIC_API_KEY="test-key",
         ANTHROPIC_BASE_URL=upstream.url,
