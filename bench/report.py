@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -51,11 +52,17 @@ def _f(value: float | None, digits: int = 1) -> str:
 
 
 def _rows(data: dict[str, Any], target: str) -> list[dict[str, Any]]:
-    return sorted((r for r in data["rows"] if r["target"] == target), key=lambda r: r["n"])
+    """The sweep's own run of each level of `target` (not the extra scale-out pairs: `_pairs`)."""
+    return sorted(
+        (r for r in data["rows"] if r["target"] == target and not r.get("pair")), key=lambda r: r["n"]
+    )
 
 
-def _at(data: dict[str, Any], target: str, n: int) -> dict[str, Any] | None:
-    return next((r for r in data["rows"] if r["target"] == target and r["n"] == n), None)
+def _at(data: dict[str, Any], target: str, n: int, pair: int = 0) -> dict[str, Any] | None:
+    return next(
+        (r for r in data["rows"] if r["target"] == target and r["n"] == n and r.get("pair", 0) == pair),
+        None,
+    )
 
 
 def _ratio(a: float | None, b: float | None) -> str:
@@ -71,9 +78,12 @@ def held(data: dict[str, Any], target: str) -> int:
 
 def ref_level(data: dict[str, Any], target: str, baseline: str = "relay") -> int | None:
     """REF_N if both the target and the baseline ran it, else the largest common level below it."""
-    mine = {r["n"] for r in _rows(data, target)}
-    theirs = {r["n"] for r in _rows(data, baseline)} or mine
-    common = sorted(n for n in mine & theirs if n <= REF_N)
+    return ref_level_of([r["n"] for r in _rows(data, target)], [r["n"] for r in _rows(data, baseline)])
+
+
+def ref_level_of(mine: list[int], theirs: list[int]) -> int | None:
+    """`ref_level` from the levels each ran (the baseline's none: the target's own)."""
+    common = sorted(n for n in set(mine) & (set(theirs) or set(mine)) if n <= REF_N)
     return common[-1] if common else None
 
 
@@ -237,21 +247,53 @@ def scale_out(data: dict[str, Any]) -> list[str]:
             f"{'yes' if ours.get('held') else 'no'} · {'yes' if row['held'] else 'no'} |"
         )
     n = ref_level(data, "scaled", "ours")
-    ref_row = _at(data, "scaled", n) if n is not None else None
-    ref_ours = _at(data, "ours", n) if n is not None else None
-    total = _scaled_cpu(ref_row) if ref_row else None
-    ours_cpu = ref_ours["server_cpu_us_per_delta"] if ref_ours else None
-    ok = None if total is None or ours_cpu is None else total <= SCALED_CPU_RATIO * ours_cpu
+    pairs = _pairs(data, n) if n is not None else []
+    ratios = [scaled / ours for _, ours, scaled in pairs]
+    ratio = statistics.median(ratios) if ratios else None
+    ok = None if ratio is None else ratio <= SCALED_CPU_RATIO
+    if len(pairs) == 1:
+        _, ours_cpu, total = pairs[0]
+        figures = f"{_f(total)} vs {_f(ours_cpu)} µs ({_ratio(total, ours_cpu)})"
+    elif pairs:
+        figures = f"{ratio:.2f}x, the median of {len(pairs)} pairs run alternately (below)"
+    else:
+        figures = "-"
     lines += [
         "",
         "| target | verdict |",
         "|---|---|",
         f"| Redis-mode CPU per delta ≤ {SCALED_CPU_RATIO:g}x in-memory (at N={n}, routing "
-        f"{data['meta'].get('routing', 'cross')}) | {_verdict(ok)} "
-        f"{_f(total)} vs {_f(ours_cpu)} µs ({_ratio(total, ours_cpu)}) |",
+        f"{data['meta'].get('routing', 'cross')}) | {_verdict(ok)} {figures} |",
         f"| streams held (reported) | scaled {held(data, 'scaled')} vs ours {held(data, 'ours')} |",
     ]
+    if len(pairs) > 1:
+        lines += [
+            "",
+            f"Pairs at N={n} (`--pairs`; the first is the sweep's own run of the level, the others were run "
+            "after the sweep, alternating which target went first). CPU per delta in µs; scaled's includes "
+            "the redis-server's:",
+            "",
+            "| pair | ours | scaled | ÷ ours |",
+            "|---:|---:|---:|---:|",
+        ]
+        lines += [
+            f"| {k + 1} | {_f(ours, 1)} | {_f(scaled, 1)} | {scaled / ours:.2f}x |"
+            for k, ours, scaled in pairs
+        ]
     return lines
+
+
+def _pairs(data: dict[str, Any], n: int) -> list[tuple[int, float, float]]:
+    """(pair, ours' CPU per delta, scaled's with the redis-server's) at level n, for each pair of runs
+    both measured (`--pairs`; pair 0 is the sweep's own run of the level)."""
+    found = []
+    for k in sorted({r.get("pair", 0) for r in data["rows"] if r["n"] == n}):
+        ours, scaled = _at(data, "ours", n, k), _at(data, "scaled", n, k)
+        ours_cpu = ours.get("server_cpu_us_per_delta") if ours else None
+        total = _scaled_cpu(scaled) if scaled else None
+        if ours_cpu and total is not None:
+            found.append((k, float(ours_cpu), total))
+    return found
 
 
 def admission(data: dict[str, Any]) -> list[str]:
@@ -329,12 +371,15 @@ def markdown(data: dict[str, Any]) -> str:
         "| DB calls: wait ms · wall ÷ CPU | metrics | held |",
         "|---|---:|---|---:|---|---|---:|---|---:|---|---|---|---:|---:|---:|---|---|---|",
     ]
-    for row in sorted(data["rows"], key=lambda r: (meta["targets"].index(r["target"]), r["n"])):
+    for row in sorted(
+        data["rows"], key=lambda r: (meta["targets"].index(r["target"]), r["n"], r.get("pair", 0))
+    ):
         kinds = f" ({'; '.join(row['error_kinds'])})" if row["error_kinds"] else ""
         rss = "-" if row["rss_idle_mb"] is None else f"{row['rss_idle_mb']:.0f} → {row['rss_peak_mb']:.0f}"
         writes = "-" if row["writes_mean"] is None else f"{row['writes_mean']:.1f} / {row['writes_max']}"
         exact = f"{row['exact']}/{row['n'] - row.get('refused', 0)}"
         name = row["target"] + (f" x{row['processes']}" if row.get("processes", 1) > 1 else "")
+        name += f" (pair {row['pair'] + 1})" if row.get("pair") else ""
         lines.append(
             f"| {name} | {row['n']} | {row['ok']} / {row['errors']} / {row['timeouts']}{kinds} | "
             f"{row.get('refused', 0)} | "

@@ -104,6 +104,9 @@ class Options:
     admission: int | None = None  # run `bounded`: the app with CHAT_MAX_ACTIVE_REPLIES=admission
     extend: bool = False  # default levels: go on doubling past the last while the relay holds
     relay_http: str = "httpx"  # the relay's SDK transport: its default (httpx), or aiohttp as the app uses
+    # With --redis: `ours` and `scaled` run this many times in all at the scale-out verdict's level,
+    # alternately; the verdict is on the median pair's ratio (see `Sweep._more_pairs`).
+    pairs: int = 1
 
 
 def machine_cpu_times() -> list[int] | None:
@@ -129,6 +132,9 @@ def steal_pct(before: list[int] | None, after: list[int] | None) -> float | None
 class Row:
     target: str
     n: int
+    # 0: the sweep's own run of this level; k >= 1: the k-th extra run of the scale-out pair (`--pairs`),
+    # which only the scale-out verdict reads (bench.report keeps it out of every other table)
+    pair: int = 0
     ok: int = 0
     errors: int = 0
     timeouts: int = 0
@@ -707,9 +713,9 @@ class Sweep:
         result: dict[str, Any] = json.loads(out.read_text())
         return result
 
-    def run_level(self, target: str, n: int) -> Row:
+    def run_level(self, target: str, n: int, *, pair: int = 0) -> Row:
         opts = self.opts
-        row = Row(target=target, n=n)
+        row = Row(target=target, n=n, pair=pair)
         assert self.upstream is not None
         server: Servers | None = None
         base = self.upstream_url
@@ -735,7 +741,7 @@ class Sweep:
             sampler.start()
         nominal = opts.ttft + deltas_time(opts) + opts.ramp
         tag = f"{target}-{n}"
-        spy = self._profile(server, target, n) if server and n in opts.profile else None
+        spy = self._profile(server, target, n) if server and n in opts.profile and not pair else None
         counter = InstructionCounter(server, self.logs / f"perf-{target}-{n}.txt") if server else None
         t0, cpu_times0 = time.monotonic(), machine_cpu_times()
         try:
@@ -961,6 +967,38 @@ class Sweep:
                 self.log(f"the relay held N={n}: extending the levels to N={nxt}")
                 self.ensure_users(nxt)
                 self.levels.append(nxt)
+        self._more_pairs()
+
+    def _more_pairs(self) -> None:
+        """`--pairs K`: run `ours` and `scaled` K-1 more times at the scale-out verdict's level, alternating
+        which goes first, so that the verdict can be on the median of K ratios taken minutes apart.
+
+        Why: the ratio divides two CPU figures measured a minute apart on a shared 2-core host, and each
+        drifted by ±15 % between consecutive runs of the same code (issue 15, session 21: the in-memory
+        process 134-211 µs per delta within half an hour), so one pair's verdict flipped with the host,
+        not with the code. Alternating the order keeps a steady drift from favouring either side."""
+        if self.opts.pairs < 2 or "scaled" not in self.opts.targets:
+            return
+        n = report.ref_level_of(
+            [r.n for r in self.rows if r.target == "scaled"], [r.n for r in self.rows if r.target == "ours"]
+        )
+        if n is None:
+            return
+        for k in range(1, self.opts.pairs):
+            for target in ("scaled", "ours") if k % 2 else ("ours", "scaled"):
+                self.log(f"{target}: N={n}, pair {k + 1} of {self.opts.pairs} ...")
+                try:
+                    row = self.run_level(target, n, pair=k)
+                except Exception as exc:
+                    self.log(f"{target}: N={n} pair {k + 1} failed: {type(exc).__name__}: {exc}")
+                    row = Row(
+                        target=target, n=n, pair=k, errors=n, error_kinds=[f"harness: {type(exc).__name__}"]
+                    )
+                    self.stop_server(target)
+                self.rows.append(row)
+                self.log(f"{target}: N={n} pair {k + 1}: cpu/delta {_f(row.server_cpu_us_per_delta)} us")
+                if self.on_row is not None:
+                    self.on_row(self.rows)
 
     def _relay_still_holds(self, active: list[str], n: int) -> bool:
         if not self.opts.extend or "relay" not in active or n >= MAX_LEVEL:
@@ -1031,6 +1069,14 @@ def parse_args(argv: list[str] | None) -> Options:
         "processes, streams to the other, as a proxy routing by path to two pools)",
     )
     parser.add_argument(
+        "--pairs",
+        type=int,
+        default=3,
+        metavar="K",
+        help="with --redis: run ours and scaled K times in all, alternately, at the scale-out verdict's "
+        "level, and judge the Redis-mode CPU ratio on the median pair (default 3; 1 for one pair)",
+    )
+    parser.add_argument(
         "--admission",
         type=int,
         metavar="K",
@@ -1055,6 +1101,8 @@ def parse_args(argv: list[str] | None) -> Options:
         parser.error("--redis needs --db postgres: the processes share the real PostgreSQL")
     if args.admission is not None and args.admission < 1:
         parser.error("--admission must be at least 1")
+    if args.pairs < 1:
+        parser.error("--pairs must be at least 1")
     if args.redis and "ours" not in targets:
         targets.append("ours")  # `scaled` is judged against one in-memory process in the same run
     if args.redis:
@@ -1092,6 +1140,7 @@ def parse_args(argv: list[str] | None) -> Options:
         admission=args.admission,
         extend=not args.levels and not smoke,
         relay_http=args.relay_http,
+        pairs=1 if smoke or not args.redis else args.pairs,
     )
 
 
@@ -1151,6 +1200,7 @@ def _write(opts: Options, started: dt.datetime, rows: list[Row], *, final: bool)
         "admission": opts.admission,
         "extend": opts.extend,
         "relay_http": opts.relay_http,
+        "pairs": opts.pairs,
         "restart_per_level": opts.restart,
         "minutes": round((dt.datetime.now() - started).total_seconds() / 60, 1),
         "code": _git_state(),

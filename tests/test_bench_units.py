@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.conf import settings
@@ -10,9 +12,18 @@ from django.contrib.auth.models import User
 from django.test import Client
 from django.urls import reverse
 
+from bench import report
 from bench.load import ROUTINGS, Config, process_for
 from bench.profile_summary import LOOP_NATIVE, compare, owner_of
-from bench.sweep import Scrape, machine_cpu_times, parse_metrics, request_pool_calls, steal_pct
+from bench.sweep import (
+    Row,
+    Scrape,
+    machine_cpu_times,
+    parse_args,
+    parse_metrics,
+    request_pool_calls,
+    steal_pct,
+)
 from chat.middleware import LAST_SEEN_KEY
 from chatsite.sessions import SessionStore
 
@@ -104,6 +115,59 @@ def test_request_pool_calls_is_the_levels_growth_summed_over_processes() -> None
     assert request_pool_calls(before, before) == (None, None)  # nothing ran
     assert request_pool_calls([Scrape(failure="HTTP 404")], after[:1]) == (None, None)
     assert request_pool_calls([Scrape()], [Scrape()]) == (None, None)  # an app without these counters
+
+
+def _scale_out_data(cpu: list[tuple[int, str, int, float, float | None]]) -> dict[str, Any]:
+    """Rows of a Redis-mode sweep: (pair, target, N, CPU µs per delta, the redis-server's or None)."""
+    rows = []
+    for pair, target, n, server, redis in cpu:
+        row = asdict(Row(target=target, n=n, pair=pair, ok=n, processes=2 if target == "scaled" else 1))
+        row |= {"server_cpu_us_per_delta": server, "redis_cpu_us_per_delta": redis, "held": True}
+        rows.append(row)
+    return {"meta": {"routing": "cross", "processes": 2, "targets": ["ours", "scaled"]}, "rows": rows}
+
+
+def test_the_scale_out_verdict_is_on_the_median_pair_and_other_tables_see_only_the_sweeps_own_runs() -> None:
+    data = _scale_out_data(
+        [
+            (0, "ours", 10, 150.0, None),
+            (0, "scaled", 10, 280.0, 20.0),
+            (0, "ours", 50, 100.0, None),
+            (0, "scaled", 50, 150.0, 10.0),  # 1.6x: this pair alone would fail
+            (1, "scaled", 50, 130.0, 10.0),
+            (1, "ours", 50, 100.0, None),  # 1.4x
+            (2, "ours", 50, 125.0, None),
+            (2, "scaled", 50, 170.0, 10.0),  # 1.44x: the median
+        ]
+    )
+    lines = report.scale_out(data)
+    verdict = next(line for line in lines if line.startswith("| Redis-mode CPU"))
+    assert "(at N=50, routing cross) | **PASS** 1.44x, the median of 3 pairs" in verdict
+    assert [line for line in lines if line.startswith("| 1 |") or line.startswith("| 3 |")] == [
+        "| 1 | 100.0 | 160.0 | 1.60x |",
+        "| 3 | 125.0 | 180.0 | 1.44x |",
+    ]
+    # The per-level table has one row per level, from the sweep's own runs, and so has every other reader.
+    assert [line.split(" | ")[3:5] for line in lines if line.startswith("| 50 |")] == [
+        ["100", "150 + 10 = 160"]
+    ]
+    assert report.ref_level(data, "scaled", "ours") == 50
+    assert report.held(data, "scaled") == 50
+    first = report._at(data, "ours", 50)
+    assert first is not None and first["pair"] == 0
+
+
+def test_one_pair_is_judged_as_before_and_pairs_need_redis() -> None:
+    data = _scale_out_data([(0, "ours", 50, 100.0, None), (0, "scaled", 50, 150.0, 10.0)])
+    verdict = next(line for line in report.scale_out(data) if line.startswith("| Redis-mode CPU"))
+    assert verdict.endswith("| **FAIL** 160.0 vs 100.0 µs (1.6x) |")
+    assert not any(line.startswith("| pair |") for line in report.scale_out(data))
+    assert parse_args(["--redis", "--db", "postgres", "--processes", "2"]).pairs == 3
+    assert parse_args(["--redis", "--db", "postgres", "--pairs", "1"]).pairs == 1
+    assert parse_args([]).pairs == 1  # no `scaled`, nothing to pair
+    assert parse_args(["--smoke", "--redis", "--db", "postgres"]).pairs == 1
+    with pytest.raises(SystemExit):
+        parse_args(["--redis", "--db", "postgres", "--pairs", "0"])
 
 
 def test_machine_cpu_times_reads_the_cpu_line() -> None:
