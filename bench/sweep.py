@@ -716,6 +716,7 @@ class Sweep:
     def run_level(self, target: str, n: int, *, pair: int = 0) -> Row:
         opts = self.opts
         row = Row(target=target, n=n, pair=pair)
+        tag = f"{target}-{n}" + (f"-pair{pair + 1}" if pair else "")  # names its load and perf files
         assert self.upstream is not None
         server: Servers | None = None
         base = self.upstream_url
@@ -726,7 +727,7 @@ class Sweep:
             if not opts.smoke:  # warm before the idle RSS sample (the client warms up again in any case)
                 for i in range(len(server.urls)):  # every process: imports, templates, pools
                     rotated = ",".join(server.urls[i:] + server.urls[:i])
-                    self.load(target, rotated, 1, 5, 100.0, 0.0, f"{target}-{n}-warm{i}", 60)
+                    self.load(target, rotated, 1, 5, 100.0, 0.0, f"{tag}-warm{i}", 60)
         _http(self.upstream_url + "/_bench/reset", "POST")
         time.sleep(0.5 if opts.smoke else 1.5)
         app = server is not None and target in APP_TARGETS
@@ -740,9 +741,8 @@ class Sweep:
         if sampler:
             sampler.start()
         nominal = opts.ttft + deltas_time(opts) + opts.ramp
-        tag = f"{target}-{n}"
         spy = self._profile(server, target, n) if server and n in opts.profile and not pair else None
-        counter = InstructionCounter(server, self.logs / f"perf-{target}-{n}.txt") if server else None
+        counter = InstructionCounter(server, self.logs / f"perf-{tag}.txt") if server else None
         t0, cpu_times0 = time.monotonic(), machine_cpu_times()
         try:
             summary = self.load(
