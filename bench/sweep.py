@@ -938,12 +938,7 @@ class Sweep:
                 if not self.runs_at(target, n):
                     continue
                 self.log(f"{target}: N={n} ...")
-                try:
-                    row = self.run_level(target, n)
-                except Exception as exc:
-                    self.log(f"{target}: N={n} failed: {type(exc).__name__}: {exc}")
-                    row = Row(target=target, n=n, errors=n, error_kinds=[f"harness: {type(exc).__name__}"])
-                    self.stop_server(target)
+                row = self._level_or_failure(target, n)
                 self.rows.append(row)
                 self.log(
                     f"{target}: N={n} p50/p99 {_f(row.lat_p50)}/{_f(row.lat_p99)} ms, errors {row.errors}, "
@@ -987,18 +982,24 @@ class Sweep:
         for k in range(1, self.opts.pairs):
             for target in ("scaled", "ours") if k % 2 else ("ours", "scaled"):
                 self.log(f"{target}: N={n}, pair {k + 1} of {self.opts.pairs} ...")
-                try:
-                    row = self.run_level(target, n, pair=k)
-                except Exception as exc:
-                    self.log(f"{target}: N={n} pair {k + 1} failed: {type(exc).__name__}: {exc}")
-                    row = Row(
-                        target=target, n=n, pair=k, errors=n, error_kinds=[f"harness: {type(exc).__name__}"]
-                    )
-                    self.stop_server(target)
+                row = self._level_or_failure(target, n, pair=k)
                 self.rows.append(row)
                 self.log(f"{target}: N={n} pair {k + 1}: cpu/delta {_f(row.server_cpu_us_per_delta)} us")
                 if self.on_row is not None:
                     self.on_row(self.rows)
+
+    def _level_or_failure(self, target: str, n: int, *, pair: int = 0) -> Row:
+        """`run_level`, or, when the harness itself fails (a server that never comes up, a load client that
+        crashes), a row that counts every stream as an error, with the server stopped for the next run."""
+        try:
+            return self.run_level(target, n, pair=pair)
+        except Exception as exc:
+            which = f"N={n}" + (f" pair {pair + 1}" if pair else "")
+            self.log(f"{target}: {which} failed: {type(exc).__name__}: {exc}")
+            self.stop_server(target)
+            return Row(
+                target=target, n=n, pair=pair, errors=n, error_kinds=[f"harness: {type(exc).__name__}"]
+            )
 
     def _relay_still_holds(self, active: list[str], n: int) -> bool:
         if not self.opts.extend or "relay" not in active or n >= MAX_LEVEL:
