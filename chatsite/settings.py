@@ -133,8 +133,9 @@ REDIS_URL = env.str("REDIS_URL", default="")
 # Rate-limit counters (the `limits` library): in this process's memory, or in Redis when several processes
 # share the work, so that every process counts against the same limit.
 RATE_LIMIT_STORAGE_URL = env.str("RATE_LIMIT_STORAGE_URL", default=REDIS_URL or "memory://")
-# Under load, a process's PUBLISHes share one write at most this often (see RedisPubSubLayer's docstring):
-# Redis wakes less often; a delta read in another process arrives up to this much later.
+# Under load, a process's PUBLISHes of steady deltas share one write at most this often (see
+# RedisPubSubLayer's docstring): Redis wakes less often; such a delta read in another process arrives up to
+# this much later. What someone waits for (a first delta, a sync's answer, a stop, an end) never waits.
 REDIS_PUBLISH_EVERY_MS = env.float("REDIS_PUBLISH_EVERY_MS", default=5.0)
 if not 0 <= REDIS_PUBLISH_EVERY_MS <= 1000:
     raise ImproperlyConfigured(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import asyncio
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,9 +14,12 @@ from typing import Any
 import pytest
 
 from chat.streaming import layers, pubsub
+from tests.support.asgi_client import AsgiClient
 from tests.support.cluster import RedisMonitor, RedisServer
+from tests.support.fake_anthropic import End, FakeAnthropic, Text, Wait
 from tests.support.live_server import manage
 from tests.support.settings_process import settings_value
+from tests.support.streams import start_conversation
 from tests.support.waiting import until
 
 # The server runs on uvloop (chatsite/serve.py): the layer's Redis connections must work on both loops.
@@ -224,6 +228,57 @@ async def test_a_send_here_reaches_this_loops_receivers_at_once_and_nothing_goes
         assert [m["type"] for m in got_theirs] == ["test.everyone"]  # never the two sent here
     finally:
         await here.flush()
+        await elsewhere.flush()
+
+
+@pytest.fixture
+def slow_writing_redis(restartable_redis: RedisServer, settings: Any) -> RedisServer:
+    """The private Redis as the channel layer, batched PUBLISHes written at most once a minute: whatever
+    reaches another process within a test's bound was not held for the interval."""
+    settings.CHANNEL_LAYERS["default"]["CONFIG"]["publish_every"] = 60.0
+    settings.CHANNEL_LAYERS = dict(settings.CHANNEL_LAYERS)  # a new value: the layer is made again
+    return restartable_redis
+
+
+@pytest.mark.redis
+@pytest.mark.django_db(transaction=True)
+async def test_what_a_reader_elsewhere_waits_for_crosses_at_once_and_the_reply_keeps_its_order(
+    slow_writing_redis: RedisServer, alice_client: AsgiClient, upstream: FakeAnthropic, background: Any
+) -> None:
+    """A reader in another process (a second layer, with its own connections and channel names) asks this
+    process's producer for a sync. The answer and the reply's first delta reach it within the test's bound,
+    a third of the write interval: neither waited for it. The second delta is batched; `end`, which is not,
+    takes it along: everything arrives, in order. (With the first delta batched too, it is held until the
+    upstream's read timeout ends the reply, and "lo" never comes.)"""
+    first, second = threading.Event(), threading.Event()
+    upstream.enqueue(Wait(first, timeout=20), Text("Hel"), Wait(second, timeout=20), Text("lo"), End())
+    _, reply, _ = await start_conversation(alice_client)
+    elsewhere = layers.RedisPubSubLayer(hosts=[{"address": slow_writing_redis.url}], publish_every=60.0)
+    got: list[dict[str, Any]] = []
+    channel = await elsewhere.new_channel()
+    elsewhere.attach(channel, got.append)
+    await elsewhere.group_add(pubsub.audience_group(reply.pk), channel)
+    admin = slow_writing_redis.client()
+    control = f"asgi:group:{pubsub.control_group(reply.pk)}"
+    try:
+        await until(lambda: admin.pubsub_numsub(control)[0][1] == 1, "the producer listening for syncs")
+        sync = {"type": pubsub.SYNC, "reply_to": channel, "offset": 0, "thinking_offset": 0, "done": 0}
+        await elsewhere.group_send(pubsub.control_group(reply.pk), sync)
+        await until(lambda: any(m["type"] == pubsub.CHUNK for m in got), "the sync's answer", timeout=20)
+        first.set()
+        await until(lambda: any(m.get("text") == "Hel" for m in got), "the first delta", timeout=20)
+        assert not second.is_set()  # the upstream has not even sent the second
+        second.set()
+        await until(lambda: got[-1]["type"] == pubsub.END, "the end", timeout=20)
+        assert [(m["type"], m.get("text")) for m in got] == [
+            (pubsub.THINKING, ""),
+            (pubsub.CHUNK, ""),
+            (pubsub.CHUNK, "Hel"),
+            (pubsub.CHUNK, "lo"),
+            (pubsub.END, None),
+        ]
+    finally:
+        admin.close()
         await elsewhere.flush()
 
 

@@ -210,6 +210,28 @@ async def test_a_quiet_connection_writing_at_most_every_interval_holds_a_post_an
 
 
 @pytest.mark.redis
+async def test_a_post_wanted_now_goes_within_the_interval_and_takes_the_held_posts_with_it_in_order(
+    redis_server: RedisServer,
+) -> None:
+    """`post(now=True)` (a reply's first delta, a sync's answer) does not wait for `write_every`: it goes at
+    the end of its turn, with every post held before it and those made in the same turn, in order. (The
+    interval is a minute: what arrives within `_until`'s ten seconds was not let out by it.)"""
+    async with _subscribed(redis_server, "deltas") as (publisher, pushed):
+        publisher.go_quiet(write_every=60.0)
+        publisher.post("PUBLISH", "deltas", b"a")
+        await _until(lambda: len(pushed) >= 2)  # written at once (a quiet spell): the interval has begun
+        publisher.post("PUBLISH", "deltas", b"b")  # held for the interval
+        publisher.post("PUBLISH", "deltas", b"c", now=True)
+        publisher.post("PUBLISH", "deltas", b"d")  # made in the same turn: in the same write
+        await _until(lambda: len(pushed) >= 5)
+        assert [m[2] for m in pushed[1:]] == [b"a", b"b", b"c", b"d"]
+        publisher.post("PUBLISH", "deltas", b"e", now=True)  # nothing held: at once too
+        await _until(lambda: len(pushed) >= 6)
+        assert pushed[-1][2] == b"e"
+        assert not publisher.lost
+
+
+@pytest.mark.redis
 async def test_a_quiet_connection_notices_a_redis_that_stops_answering(redis_server: RedisServer) -> None:
     """Nothing answers a post; the probe that goes with one does, and its silence breaks the connection
     within `socket_timeout`, after which posts raise."""

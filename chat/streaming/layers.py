@@ -71,11 +71,13 @@ class LocalChannelLayer(InMemoryChannelLayer):
             self._swept_at = now
             super()._clean_expired()
 
-    async def send(self, channel: str, message: dict[str, Any]) -> None:
+    # `batch`: as on `RedisPubSubLayer`; here every message is delivered at once.
+
+    async def send(self, channel: str, message: dict[str, Any], *, batch: bool = False) -> None:
         assert isinstance(message, dict), "message is not a dict"
         self.send_here(channel, message)
 
-    async def group_send(self, group: str, message: dict[str, Any]) -> None:
+    async def group_send(self, group: str, message: dict[str, Any], *, batch: bool = False) -> None:
         assert isinstance(message, dict), "message is not a dict"
         self.group_send_here(group, message)
 
@@ -154,17 +156,20 @@ class RedisPubSubLayer(BaseChannelLayer):
     one turn of the loop go out in one write, on a connection that asks for no answers (CLIENT REPLY OFF,
     after one answered PUBLISH that would show an ACL refusal) and probes Redis's liveness once a second.
 
-    `publish_every` (seconds; settings: REDIS_PUBLISH_EVERY_MS, default 5 ms): that connection writes at
-    most that often (`resp.Connection.go_quiet(write_every=)`). A PUBLISH after a quiet spell goes at the
-    end of its turn of the loop; under load, those of several turns share one write, so Redis wakes once
-    for them, reads them together and pushes the messages for each receiving process in one write, which
-    wakes that process once. Nothing is reordered; a delta that crosses processes may arrive up to that
-    much later. Measured (issue 15, session 19, AMD EPYC, `./bench/run --levels 10,50 --targets ours
-    --processes 2 --redis --db postgres --deltas 300 --ttft 0.7`, 0 then 5 ms, two pairs): the
-    redis-server's CPU per delta 38-39 -> 23-24 µs at N=50 and 60-63 -> 43-53 at N=10; the two processes'
-    at N=50 449 and 475 -> 445 and 483 (no change), at N=10 607 and 657 -> 567 and 617; every delta
-    crosses processes there, and its added latency went from p50 0.9-1.1 / p99 5.9-8.3 ms to 4.8-4.9 /
-    12.0-12.4. At 2 ms (one run): the redis-server 35 µs, no change through the noise.
+    `publish_every` (seconds; settings: REDIS_PUBLISH_EVERY_MS, default 5 ms): that connection writes the
+    sends made with `batch=True` (a reply's deltas after its first) at most that often
+    (`resp.Connection.go_quiet(write_every=)`). A PUBLISH after a quiet spell goes at the end of its turn of
+    the loop; under load, those of several turns share one write, so Redis wakes once for them, reads them
+    together and pushes the messages for each receiving process in one write, which wakes that process
+    once. A send without `batch` (what someone waits for: a reply's first delta, a sync request and its
+    answer, a stop, an end) goes at the end of its turn, taking the held ones with it. Nothing is
+    reordered; a batched delta that crosses processes may arrive up to that much later. Measured (issue
+    15, session 19, AMD EPYC, `./bench/run --levels 10,50 --targets ours --processes 2 --redis --db
+    postgres --deltas 300 --ttft 0.7`, 0 then 5 ms, two pairs, every message batched): the redis-server's
+    CPU per delta 38-39 -> 23-24 µs at N=50 and 60-63 -> 43-53 at N=10; the two processes' at N=50 449
+    and 475 -> 445 and 483 (no change), at N=10 607 and 657 -> 567 and 617; every delta crosses processes
+    there, and its added latency went from p50 0.9-1.1 / p99 5.9-8.3 ms to 4.8-4.9 / 12.0-12.4. At 2 ms
+    (one run): the redis-server 35 µs, no change through the noise.
 
     Failure contract, as `pubsub.listen` expects it: when the pub/sub connection breaks, every receive() on
     this loop raises (a `_LOST` marker in each queue), a reader task reconnects with a bounded back-off
@@ -368,7 +373,7 @@ class RedisPubSubLayer(BaseChannelLayer):
         except Exception:  # a message that cannot be read must not break the connection every stream uses
             logger.exception("channel layer: a message pushed by Redis could not be read; dropped")
 
-    async def _publish(self, key: str, data: bytes) -> None:
+    async def _publish(self, key: str, data: bytes, *, batch: bool = False) -> None:
         """PUBLISH `data` to `key` on this loop's quiet command connection (`resp.Connection.post`): written,
         in this loop's order, with the other PUBLISHes of this turn of the loop; no answer is asked for.
 
@@ -383,7 +388,7 @@ class RedisPubSubLayer(BaseChannelLayer):
                 state.commands = None
                 raise ConnectionError(f"the Redis connection broke ({commands.failure}); sends may be lost")
             commands = await self._connect_commands(state)
-        commands.post("PUBLISH", key, data)
+        commands.post("PUBLISH", key, data, now=not batch)
 
     async def _connect_commands(self, state: _LoopSubscriptions) -> resp.Connection:
         """The command connection, made once for all the PUBLISHes waiting for it (each raises if it fails;
@@ -450,13 +455,14 @@ class RedisPubSubLayer(BaseChannelLayer):
         await self._up(state)
         return channel
 
-    async def send(self, channel: str, message: dict[str, Any]) -> None:
+    async def send(self, channel: str, message: dict[str, Any], *, batch: bool = False) -> None:
+        """`batch`: the PUBLISH may wait up to `publish_every` to share a write (see the class docstring)."""
         assert isinstance(message, dict), "message is not a dict"
         self.require_valid_channel_name(channel)
         # Through Redis even to a channel of this loop: one order for every message, and `/readyz`'s round
         # trip is a real one. (With Redis down the send fails; `pubsub.stop_listening` then cancels the
         # receive loop, which costs nothing here: no message is held anywhere but the channel's queue.)
-        await self._publish(self._key(channel), self._serializer.serialize(message))
+        await self._publish(self._key(channel), self._serializer.serialize(message), batch=batch)
 
     async def receive(self, channel: str) -> dict[str, Any]:
         self.require_valid_channel_name(channel)
@@ -498,10 +504,11 @@ class RedisPubSubLayer(BaseChannelLayer):
         if not any(channel in members for members in state.groups.values()):
             state.queues.pop(channel, None)  # in no group any more: nothing will be received there
 
-    async def group_send(self, group: str, message: dict[str, Any]) -> None:
+    async def group_send(self, group: str, message: dict[str, Any], *, batch: bool = False) -> None:
+        """`batch`: as for `send`."""
         assert isinstance(message, dict), "message is not a dict"
         self.require_valid_group_name(group)
-        await self._publish(self._group_key(group), self._serializer.serialize(message))
+        await self._publish(self._group_key(group), self._serializer.serialize(message), batch=batch)
 
     # --- this loop's receivers, without Redis ----------------------------------------------------------
     # For a sender that knows every receiver it needs is on this loop (the producer of a reply whose

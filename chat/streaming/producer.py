@@ -89,6 +89,9 @@ class ReplyState:
     # Whether every stream of this reply reads on this event loop, so far as the syncs tell (see
     # `_broadcast`). Set by `_produce` from what the layer can do; once False, False for good.
     audience_here: bool = False
+    # Whether an audience message has gone out: the first never waits to share a write with other replies'
+    # deltas (`_broadcast`), since it is the first token someone is waiting for.
+    announced: bool = False
 
     def blocks_upto(self, cuts: list[int]) -> list[tuple[int, int, str]]:
         """Render the blocks that end at `cuts` (ascending, after the open block's start)."""
@@ -499,11 +502,17 @@ async def _broadcast(state: ReplyState, message: dict[str, Any]) -> None:
     and the sync answers all go through the layer, in the layer's one order, and that reader's answer
     comes before the deltas after it. What a reader elsewhere missed before its sync arrived, the answer
     brings (text from its offset). Streams here switch with the reply without a gap: what was handed to
-    them here came first. `end` goes through the layer in any case (`pubsub.publish_end`)."""
+    them here came first. `end` goes through the layer in any case (`pubsub.publish_end`).
+
+    Through the layer, every message after the reply's first is `batch`ed: in Redis mode it may wait up to
+    REDIS_PUBLISH_EVERY_MS to share one write with other replies' deltas. The first goes at the end of this
+    turn of the loop: it is the first token, which a reader elsewhere would otherwise see that much later
+    (the sync answers, and `end`, never wait either)."""
     if state.audience_here:
         pubsub.publish_here(pubsub.audience_group(state.reply_id), message)
     else:
-        await pubsub.publish(pubsub.audience_group(state.reply_id), message)
+        await pubsub.publish(pubsub.audience_group(state.reply_id), message, batch=state.announced)
+    state.announced = True
 
 
 async def _answer(state: ReplyState, channel: str, message: dict[str, Any]) -> None:

@@ -259,9 +259,18 @@ def _layer_is_back(channel_layer: BaseChannelLayer) -> None:
         outage.backoff.reset()
 
 
-async def publish(group: str, message: dict[str, Any]) -> bool:
-    """`group_send` that never raises (see `_quietly`)."""
-    return await _quietly(f"group_send to {group}", lambda: layer().group_send(group, message))
+async def publish(group: str, message: dict[str, Any], *, batch: bool = False) -> bool:
+    """`group_send` that never raises (see `_quietly`). `batch`: it may wait a moment to share a write
+    with others (this project's Redis layer, `publish_every`): for a reply's steady deltas, never for what
+    someone is waiting for. Another layer sends at once either way."""
+    return await _quietly(f"group_send to {group}", lambda: _group_send(group, message, batch=batch))
+
+
+def _group_send(group: str, message: dict[str, Any], *, batch: bool) -> Awaitable[None]:
+    channel_layer = layer()
+    if batch and isinstance(channel_layer, OwnLayer):
+        return channel_layer.group_send(group, message, batch=True)
+    return channel_layer.group_send(group, message)
 
 
 async def send(channel: str, message: dict[str, Any]) -> bool:

@@ -138,6 +138,10 @@ class Connection(asyncio.Protocol):
         self._quiet = False
         self._probed_at = loop.time()
         self._out: list[bytes] = []
+        # The write of `_out`, once scheduled; `_flush_waits`: for the end of the interval, not of this turn.
+        # (uvloop's handles are not asyncio's classes, hence the flag.)
+        self._flusher: asyncio.Handle | asyncio.TimerHandle | None = None
+        self._flush_waits = False
         self._every = 0.0  # a quiet connection's least time between writes (`go_quiet`)
         self._written_at = -1e9
         self._deadline: asyncio.TimerHandle | None = None
@@ -211,24 +215,28 @@ class Connection(asyncio.Protocol):
         """CLIENT REPLY OFF: from now on this connection is for `post` (see the class docstring). With
         `write_every` (seconds), it writes at most that often: a post made sooner after the last write waits
         for the rest of the interval, and goes out with every other post made meanwhile; one made after a
-        quiet spell goes out at the end of this turn of the loop, as without it."""
+        quiet spell, or posted `now`, goes out at the end of this turn of the loop, as without it."""
         self.send("CLIENT", "REPLY", "OFF")
         self._quiet = True
         self._every = write_every
         self._probed_at = self._loop.time()
 
-    def post(self, *args: str | bytes | int) -> None:
+    def post(self, *args: str | bytes | int, now: bool = False) -> None:
         """Send a command on a quiet connection, answered by nothing. Raises ConnectionError if the
-        connection has closed (with why: `failure`) or Redis has stopped reading what is written."""
+        connection has closed (with why: `failure`) or Redis has stopped reading what is written.
+
+        `now`: it goes out at the end of this turn of the loop even within `write_every` of the last write,
+        and takes every post held until then with it, in order (for what someone is waiting for: a reply's
+        first delta, a sync's answer; see `layers.RedisPubSubLayer`)."""
         if self.lost:
             raise ConnectionError(f"the Redis connection is closed ({self.failure or 'closed'})")
         assert self._transport is not None and self._quiet
         if self._transport.get_write_buffer_size() > self.MAX_BUFFERED:
             raise ConnectionError("Redis is not reading what this process writes; not sending more")
-        self._write(_pack(args))
-        now = self._loop.time()
-        if now - self._probed_at >= self.PROBE_EVERY:
-            self._probed_at = now
+        self._write(_pack(args), now=now)
+        at = self._loop.time()
+        if at - self._probed_at >= self.PROBE_EVERY:
+            self._probed_at = at
             self._expect(None, _pack(("CLIENT", "REPLY", "ON")))  # answered: OK
             self._expect(None, _pack(("PING",)))  # answered: PONG
             self._write(_pack(("CLIENT", "REPLY", "OFF")))  # not answered
@@ -261,18 +269,22 @@ class Connection(asyncio.Protocol):
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
 
-    def _write(self, packed: bytes) -> None:
+    def _write(self, packed: bytes, *, now: bool = False) -> None:
         # The commands of one turn of the loop go out in one write (the deltas of many replies meet here);
-        # on a quiet connection with `write_every`, those of every turn until the interval has passed.
-        if not self._out:
-            wait = self._written_at + self._every - self._loop.time()
-            if wait > 0:
-                self._loop.call_later(wait, self._flush)
-            else:
-                self._loop.call_soon(self._flush)
+        # on a quiet connection with `write_every`, those of every turn until the interval has passed,
+        # unless one is wanted `now`: then the write is brought forward to the end of this turn.
+        if self._flusher is None or (now and self._flush_waits):
+            if self._flusher is not None:
+                self._flusher.cancel()
+            wait = 0.0 if now else self._written_at + self._every - self._loop.time()
+            self._flush_waits = wait > 0
+            self._flusher = (
+                self._loop.call_later(wait, self._flush) if wait > 0 else self._loop.call_soon(self._flush)
+            )
         self._out.append(packed)
 
     def _flush(self) -> None:
+        self._flusher = None
         out, self._out = self._out, []
         if self._transport is not None and out:
             self._transport.write(b"".join(out))
