@@ -20,6 +20,7 @@ from tests.support.asgi_client import AsgiClient, stream_path
 from tests.support.caching import without_breakpoints
 from tests.support.fake_anthropic import End, FakeAnthropic, Text, ToolUse, Wait
 from tests.support.streams import follow, reload, start_conversation, streamed_text
+from tests.support.waiting import until
 
 CTX = ToolContext(user_id=0, conversation_id=0)
 
@@ -84,13 +85,19 @@ async def test_search_tool_only_sees_the_callers_conversations(make_user: Any) -
     assert "Pixel" in result.content and "Secret" not in result.content
 
 
+_slow_running = threading.Event()  # set once `_slow` has started (cleared by the fixture)
+
+
 async def _slow(context: ToolContext, arguments: dict[str, Any]) -> str:
+    _slow_running.set()
     await asyncio.sleep(float(arguments.get("seconds", 5)))
     return "slept"
 
 
 @pytest.fixture
-def slow_tool(settings: Any) -> Iterator[None]:
+def slow_tool(settings: Any) -> Iterator[threading.Event]:
+    """The `slow` tool registered and allowed; the event is set once a call of it has started."""
+    _slow_running.clear()
     register(
         Tool(
             name="slow",
@@ -101,10 +108,10 @@ def slow_tool(settings: Any) -> Iterator[None]:
         )
     )
     settings.CHAT_TOOLS = [*settings.CHAT_TOOLS, "slow"]
-    yield
+    yield _slow_running
 
 
-async def test_tool_timeout_is_an_error_result(slow_tool: None) -> None:
+async def test_tool_timeout_is_an_error_result(slow_tool: threading.Event) -> None:
     result = await run_tool_call(
         tool_use_id="t", name="slow", arguments={"seconds": 5}, context=CTX, timeout=0.1
     )
@@ -216,17 +223,21 @@ async def test_tool_round_cap(
 
 @pytest.mark.django_db(transaction=True)
 async def test_stop_during_a_tool_call_keeps_partial_and_a_valid_history(
-    alice_client: AsgiClient, upstream: FakeAnthropic, background: Any, slow_tool: None
+    alice_client: AsgiClient, upstream: FakeAnthropic, background: Any, slow_tool: threading.Event
 ) -> None:
     upstream.enqueue(
         Text("Working on it."), ToolUse("toolu_s", "slow", ['{"seconds": 30}']), End(stop_reason="tool_use")
     )
     conversation, reply, path = await start_conversation(alice_client)
     stream = await alice_client.open_stream(path)
-    while True:  # until the box shows the arguments: the tool is running
+    while True:  # until the box shows the arguments
         event = await stream.next_event()
         if event.event == "tool" and "tool-input" in event.data:
             break
+    # The box shows the arguments as soon as the tool_use block is complete, before the round ends and the
+    # tool runs: a stop in between cancels the round, with no tool call to record (seen once under a loaded
+    # CI run). This test is about a stop while the tool runs.
+    await until(slow_tool.is_set, "the slow tool running")
     response = await alice_client.request("POST", f"/c/{conversation.pk}/m/{reply.pk}/stop/")
     assert response.status == 204
     events = await stream.events_until("done", timeout=5)
