@@ -71,13 +71,12 @@ class LocalChannelLayer(InMemoryChannelLayer):
             self._swept_at = now
             super()._clean_expired()
 
-    # `batch`: as on `RedisPubSubLayer`; here every message is delivered at once.
-
-    async def send(self, channel: str, message: dict[str, Any], *, batch: bool = False) -> None:
+    async def send(self, channel: str, message: dict[str, Any]) -> None:
         assert isinstance(message, dict), "message is not a dict"
         self.send_here(channel, message)
 
     async def group_send(self, group: str, message: dict[str, Any], *, batch: bool = False) -> None:
+        # `batch`: as on `RedisPubSubLayer`; here every message is delivered at once.
         assert isinstance(message, dict), "message is not a dict"
         self.group_send_here(group, message)
 
@@ -157,7 +156,7 @@ class RedisPubSubLayer(BaseChannelLayer):
     after one answered PUBLISH that would show an ACL refusal) and probes Redis's liveness once a second.
 
     `publish_every` (seconds; settings: REDIS_PUBLISH_EVERY_MS, default 5 ms): that connection writes the
-    sends made with `batch=True` (a reply's deltas after its first) at most that often
+    group sends made with `batch=True` (a reply's deltas after its first) at most that often
     (`resp.Connection.go_quiet(write_every=)`). A PUBLISH after a quiet spell goes at the end of its turn of
     the loop; under load, those of several turns share one write, so Redis wakes once for them, reads them
     together and pushes the messages for each receiving process in one write, which wakes that process
@@ -455,14 +454,14 @@ class RedisPubSubLayer(BaseChannelLayer):
         await self._up(state)
         return channel
 
-    async def send(self, channel: str, message: dict[str, Any], *, batch: bool = False) -> None:
-        """`batch`: the PUBLISH may wait up to `publish_every` to share a write (see the class docstring)."""
+    async def send(self, channel: str, message: dict[str, Any]) -> None:
+        # Never batched: a send to one channel (a sync's answer, a loop's exit) is always awaited by someone.
         assert isinstance(message, dict), "message is not a dict"
         self.require_valid_channel_name(channel)
         # Through Redis even to a channel of this loop: one order for every message, and `/readyz`'s round
         # trip is a real one. (With Redis down the send fails; `pubsub.stop_listening` then cancels the
         # receive loop, which costs nothing here: no message is held anywhere but the channel's queue.)
-        await self._publish(self._key(channel), self._serializer.serialize(message), batch=batch)
+        await self._publish(self._key(channel), self._serializer.serialize(message))
 
     async def receive(self, channel: str) -> dict[str, Any]:
         self.require_valid_channel_name(channel)
@@ -505,7 +504,7 @@ class RedisPubSubLayer(BaseChannelLayer):
             state.queues.pop(channel, None)  # in no group any more: nothing will be received there
 
     async def group_send(self, group: str, message: dict[str, Any], *, batch: bool = False) -> None:
-        """`batch`: as for `send`."""
+        """`batch`: the PUBLISH may wait up to `publish_every` to share a write (see the class docstring)."""
         assert isinstance(message, dict), "message is not a dict"
         self.require_valid_group_name(group)
         await self._publish(self._group_key(group), self._serializer.serialize(message), batch=batch)
